@@ -1,0 +1,49 @@
+"""Token streams: the embedded byte corpus and pre-tokenized uint16 token files."""
+
+from __future__ import annotations
+
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpcli.config.schema import DataConfig
+
+# llm.c token files start with a 256 x int32 header whose first word is this magic number.
+LLMC_MAGIC = 20240520
+LLMC_HEADER_BYTES = 256 * 4
+
+
+@dataclass
+class TokenSplits:
+    train: np.ndarray  # 1-D token ids
+    eval: np.ndarray
+
+
+def byte_corpus(max_bytes: int) -> np.ndarray:
+    """Bytes of this Python's standard-library sources, in a fixed order: text every install has."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    chunks, total = [], 0
+    for path in sorted(stdlib.rglob("*.py")):
+        if "site-packages" in path.parts or "test" in path.parts:
+            continue
+        data = path.read_bytes()
+        chunks.append(data)
+        total += len(data)
+        if total >= max_bytes:
+            break
+    return np.frombuffer(b"".join(chunks)[:max_bytes], dtype=np.uint8)
+
+
+def token_file(path: str) -> np.ndarray:
+    """A uint16 token memmap (nanoGPT .bin), skipping an llm.c header when present."""
+    header = np.fromfile(path, dtype=np.int32, count=1)
+    offset = LLMC_HEADER_BYTES if header.size and header[0] == LLMC_MAGIC else 0
+    return np.memmap(path, dtype=np.uint16, mode="r", offset=offset)
+
+
+def load_tokens(cfg: DataConfig) -> TokenSplits:
+    tokens = byte_corpus(cfg.corpus_bytes) if cfg.name == "bytes-corpus" else token_file(str(cfg.path))
+    cut = int(len(tokens) * (1 - cfg.eval_fraction))
+    return TokenSplits(train=tokens[:cut], eval=tokens[cut:])

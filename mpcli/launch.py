@@ -1,0 +1,134 @@
+"""Start one worker per device through torch elastic, and the worker's entry point.
+
+The launcher process owns the terminal; each worker writes its stdout/stderr to
+run_dir/logs/rank_<N>.log and global rank 0 writes run_dir/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mpcli.config.compose import from_yaml, to_yaml
+from mpcli.config.schema import RunConfig
+from mpcli.config.validate import resolve_device
+
+RESOLVED_CONFIG = "config.yaml"
+
+
+def rank_log(run_dir: Path, rank: int) -> Path:
+    return run_dir / "logs" / f"rank_{rank}.log"
+
+
+@dataclass
+class WorkerFailure(Exception):
+    """A worker died: which rank, what it said, and where its log is."""
+
+    rank: int
+    error: str
+    log: Path
+
+    def __str__(self) -> str:
+        return f"rank {self.rank} failed: {self.error} (log: {self.log})"
+
+
+def _redirect_output(log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def worker_main(run_dir: str, task: Callable[..., Any] | None = None) -> Any:
+    """Entry point of every worker process (spawned by torch elastic)."""
+    import torch
+    import torch.distributed as dist
+
+    from mpcli.topology import ParallelDims
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    _redirect_output(rank_log(Path(run_dir), rank))
+    run = from_yaml((Path(run_dir) / RESOLVED_CONFIG).read_text())
+    device_type = resolve_device(run.topology.device, torch.cuda.device_count())
+    local_world = int(os.environ["LOCAL_WORLD_SIZE"])
+    threads = run.topology.threads_per_worker or max(1, (os.cpu_count() or 1) // local_world)
+    torch.set_num_threads(threads)
+    dims = ParallelDims(pp=run.parallel.pp, dp=run.parallel.dp, device_type=device_type)
+    device = dims.device(local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(dims.backend, timeout=timedelta(seconds=run.topology.timeout_s))
+    try:
+        print(f"rank {rank}/{dims.world_size} on {device}, {threads} threads, torch {torch.__version__}")
+        if task is None:
+            from mpcli.train.loop import train
+
+            task = train
+        result = task(run, dims=dims, device=device, run_dir=Path(run_dir))
+        dist.barrier()
+    except BaseException:
+        traceback.print_exc()
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    dist.destroy_process_group()
+    return result
+
+
+def launch(
+    run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = None, run_id: str | None = None
+) -> dict[int, Any]:
+    """Launch this node's workers and wait; returns {global rank: return value of `task`}.
+
+    `task(run, dims=, device=, run_dir=)` defaults to training. Raises `WorkerFailure` naming the first
+    failed rank when any worker fails (torch elastic has stopped the others by then).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESOLVED_CONFIG).write_text(to_yaml(run))
+    topo = run.topology
+    world = run.parallel.pp * run.parallel.dp
+    endpoint = topo.rdzv_endpoint or "127.0.0.1:0"
+    config = LaunchConfig(
+        min_nodes=topo.nnodes,
+        max_nodes=topo.nnodes,
+        nproc_per_node=world // topo.nnodes,
+        run_id=run_id or uuid.uuid4().hex[:12],
+        rdzv_backend="c10d",
+        rdzv_endpoint=endpoint,
+        rdzv_configs={"is_host": topo.node_rank == 0, "timeout": 120},
+        max_restarts=topo.max_restarts,
+        monitor_interval=0.2,
+        start_method="spawn",
+        local_addr="127.0.0.1" if topo.nnodes == 1 else None,
+    )
+    try:
+        return elastic_launch(config, worker_main)(str(run_dir), task)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise WorkerFailure(rank, _failure_message(failure), rank_log(run_dir, rank)) from None
+
+
+def _failure_message(failure: Any) -> str:
+    message = failure.message
+    if isinstance(message, dict):
+        message = message.get("message", "")
+    text = str(message).strip()
+    if not text or text.startswith("To enable traceback"):
+        return f"exit code {failure.exitcode}" + (
+            f" (signal {failure.signal_name()})" if failure.exitcode < 0 else ""
+        )
+    return text.splitlines()[0] if "\n" in text else text
