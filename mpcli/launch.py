@@ -86,9 +86,7 @@ def worker_main(run_dir: str, task: Callable[..., Any] | None = None) -> Any:
     return result
 
 
-def launch(
-    run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = None, run_id: str | None = None
-) -> dict[int, Any]:
+def launch(run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = None) -> dict[int, Any]:
     """Launch this node's workers and wait; returns {global rank: return value of `task`}.
 
     `task(run, dims=, device=, run_dir=)` defaults to training. Raises `WorkerFailure` naming the first
@@ -106,7 +104,7 @@ def launch(
         min_nodes=topo.nnodes,
         max_nodes=topo.nnodes,
         nproc_per_node=world // topo.nnodes,
-        run_id=run_id or uuid.uuid4().hex[:12],
+        run_id=_rdzv_id(run),
         rdzv_backend="c10d",
         rdzv_endpoint=endpoint,
         rdzv_configs={"is_host": topo.node_rank == 0, "timeout": 120},
@@ -120,6 +118,13 @@ def launch(
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise WorkerFailure(rank, _failure_message(failure), rank_log(run_dir, rank)) from None
+
+
+def _rdzv_id(run: RunConfig) -> str:
+    """Every node of a job must present the same id; a single node takes a fresh one per run."""
+    if run.topology.rdzv_id:
+        return run.topology.rdzv_id
+    return f"mpcli-{run.name}" if run.topology.nnodes > 1 else uuid.uuid4().hex[:12]
 
 
 def _failure_message(failure: Any) -> str:

@@ -32,7 +32,7 @@ def _quiet_elastic(run_dir: Path, verbose: bool) -> None:
     run_dir.joinpath("logs").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "logs" / "launcher.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
+    for name in ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False

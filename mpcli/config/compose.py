@@ -93,6 +93,9 @@ def compose_dict(
 ) -> DictConfig:
     """The composed, schema-checked config as a DictConfig (for printing)."""
     recipe = find_recipe(conf, recipe_dirs)
+    if recipe.suffix != ".yaml":
+        # Hydra (version_base >= 1.2) loads only .yaml files; a .yml recipe would fail as "not found".
+        raise ConfigError(f"conf={conf}: {recipe.name} is not a .yaml file; rename it to {recipe.stem}.yaml")
     search = [recipe.parent, *recipe_search_path(recipe_dirs), builtin_conf_dir()]
     searchpath = ",".join(f"file://{d}" for d in dict.fromkeys(search) if d.is_dir())
     _register_schema()

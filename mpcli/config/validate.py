@@ -125,8 +125,15 @@ def _check_data(run: RunConfig) -> None:
     if d.name == "tokens":
         if not d.path:
             raise ConfigError("data.path: required for data.name=tokens (a uint16 token file)")
-        if not Path(d.path).expanduser().is_file():
+        path = Path(d.path).expanduser()
+        if not path.is_file():
             raise ConfigError(f"data.path={d.path}: file not found")
+        held_out = int(path.stat().st_size // 2 * d.eval_fraction)
+        if held_out <= run.model.seq_len:
+            raise ConfigError(
+                f"data.path={d.path}: too few tokens; its held-out part needs more than "
+                f"model.seq_len={run.model.seq_len} tokens"
+            )
     _positive("data.corpus_bytes", d.corpus_bytes)
 
 

@@ -38,6 +38,7 @@ def byte_corpus(max_bytes: int) -> np.ndarray:
 
 def token_file(path: str) -> np.ndarray:
     """A uint16 token memmap (nanoGPT .bin), skipping an llm.c header when present."""
+    path = str(Path(path).expanduser())  # as validate.py checks it: `~/data.bin` must work
     header = np.fromfile(path, dtype=np.int32, count=1)
     offset = LLMC_HEADER_BYTES if header.size and header[0] == LLMC_MAGIC else 0
     return np.memmap(path, dtype=np.uint16, mode="r", offset=offset)

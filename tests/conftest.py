@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+
+from mpcli.config.compose import compose
+from mpcli.config.schema import RunConfig
+
+# A model small enough that a gloo step takes milliseconds, with every feature of the real one.
+TINY = [
+    "model=gpt2-tiny",
+    "model.n_layer=4",
+    "model.d_model=32",
+    "model.n_head=2",
+    "model.seq_len=16",
+    "topology.device=cpu",
+    "topology.timeout_s=60",
+    "topology.threads_per_worker=1",
+    "data.corpus_bytes=200000",
+]
+
+
+def tiny_run(*overrides: str) -> RunConfig:
+    return compose("gpt2-pipeline", [*TINY, *overrides])
+
+
+@pytest.fixture
+def tiny() -> type:
+    return tiny_run

@@ -1,0 +1,130 @@
+"""Every bad input is a one-line `ConfigError` that names the key, found before any process starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpcli.config.compose import RECIPE_PATH_ENV, compose
+from mpcli.config.schema import RunConfig
+from mpcli.config.validate import validate
+from mpcli.errors import ConfigError
+
+RECIPE = "gpt2-pipeline"
+# GPT-2 tiny (4 blocks, d_model 128, 4 heads) in 2 pipeline stages with 8 microbatches, device auto.
+BASE = ["model=gpt2-tiny"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_search_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RECIPE_PATH_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def load(overrides: list[str], *, cuda_devices: int = 0, conf: str = RECIPE) -> RunConfig:
+    run = compose(conf, [*BASE, *overrides])
+    validate(run, cuda_devices=cuda_devices)
+    return run
+
+
+def assert_config_error(excinfo: pytest.ExceptionInfo[ConfigError], *fragments: str) -> None:
+    message = str(excinfo.value)
+    assert "\n" not in message, f"not one line: {message!r}"
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("cuda_devices", [0, 2])
+def test_base_is_valid(cuda_devices: int) -> None:
+    """The control: each case below fails because of its own overrides only."""
+    run = load([], cuda_devices=cuda_devices)
+    assert (run.model.n_layer, run.parallel.pp, run.parallel.microbatches) == (4, 2, 8)
+
+
+def case(case_id: str, overrides: list[str], *fragments: str, gpus: int = 0) -> object:
+    return pytest.param(overrides, gpus, list(fragments), id=case_id)
+
+
+BAD_INPUTS = [
+    # case(id, overrides, fragments the message must contain..., gpus=visible CUDA devices)
+    case("unknown-key", ["train.stepz=3"], "train.stepz", "did you mean train.steps"),
+    case("unknown-added-key", ["+train.stepz=3"], "train.stepz", "did you mean train.steps"),
+    case("unknown-top-level-added-key", ["+foo=1"], "foo", "unknown config key"),
+    case("wrong-type-int", ["train.steps=abc"], "train.steps=abc", "Integer"),
+    case("wrong-type-float", ["train.lr=fast"], "train.lr=fast", "Float"),
+    case("wrong-type-in-list", ["parallel.split=[2,x]"], "parallel.split", "x"),
+    case("unknown-group-option", ["model=gpt2-huge"], "model", "gpt2-huge", "gpt2-medium"),
+    case("zero-steps", ["train.steps=0"], "train.steps=0", "> 0"),
+    case("negative-steps", ["train.steps=-5"], "train.steps=-5", "> 0"),
+    case("pp>n_layer", ["parallel.pp=5"], "parallel.pp=5", "more pipeline stages than blocks"),
+    case("split-drops", ["parallel.split=[1,2]"], "parallel.split=[1, 2]", "drops"),
+    case("split-repeats", ["parallel.split=[3,3]"], "parallel.split=[3, 3]", "repeats"),
+    case("split-empty", ["parallel.split=[4,0]"], "parallel.split=[4, 0]", "at least one block"),
+    case("split-negative", ["parallel.split=[5,-1]"], "parallel.split", "at least one block"),
+    case("split-length", ["parallel.split=[1,1,2]"], "parallel.split", "per stage (pp=2)"),
+    case("microbatches<pp", ["parallel.microbatches=1"], "parallel.microbatches=1", "pp=2"),
+    case("d_model%n_head", ["model.n_head=3"], "model.d_model=128", "model.n_head=3"),
+    case("tokens-without-path", ["data=tokens"], "data.path", "required"),
+    case("cuda-without-gpu", ["topology.device=cuda"], "topology.device=cuda", "no CUDA device"),
+    case("too-few-gpus", [], "parallel", "needs 2 GPUs", "1 are visible", gpus=1),
+    case("too-few-gpus-dp", ["parallel.dp=2"], "parallel", "needs 4 GPUs", "2 are visible", gpus=2),
+    case("nproc-mismatch", ["topology.nproc_per_node=3"], "topology.nproc_per_node=3"),
+    case("nnodes-no-rdzv", ["topology.nnodes=2"], "topology.rdzv_endpoint", "nnodes > 1"),
+    case("bad-schedule", ["parallel.schedule=zigzag"], "parallel.schedule=zigzag", "gpipe"),
+    case("delete-schema-key", ["~train.steps"], "train.steps", "cannot be removed"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "cuda_devices", "fragments"), BAD_INPUTS)
+def test_bad_input_names_the_key(overrides: list[str], cuda_devices: int, fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load(overrides, cuda_devices=cuda_devices)
+    assert_config_error(excinfo, *fragments)
+
+
+def test_enough_gpus_and_rdzv_endpoint_are_accepted() -> None:
+    """Controls for the topology cases above."""
+    assert load(["parallel.dp=2"], cuda_devices=4).parallel.dp == 2
+    run = load(["topology.nnodes=2", "topology.rdzv_endpoint=node0:29500"])
+    assert run.topology.rdzv_endpoint == "node0:29500"
+
+
+def test_missing_recipe_suggests_close_name() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        compose("gpt2-pipelin")
+    assert_config_error(excinfo, "conf=gpt2-pipelin", "did you mean conf=gpt2-pipeline")
+
+
+def test_missing_recipe_lists_known_ones() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        compose("zzz")
+    assert_config_error(excinfo, "conf=zzz", "gpt2-pipeline")
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as excinfo:
+        compose(str(missing))
+    assert_config_error(excinfo, f"conf={missing}", "file not found")
+
+
+def test_tokens_with_nonexistent_path(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.bin"
+    with pytest.raises(ConfigError) as excinfo:
+        load(["data=tokens", f"data.path={missing}"])
+    assert_config_error(excinfo, f"data.path={missing}", "not found")
+
+
+def test_tokens_with_existing_path(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.bin"
+    np.arange(1000, dtype=np.uint16).tofile(tokens)
+    assert load(["data=tokens", f"data.path={tokens}", "model.seq_len=32"]).data.path == str(tokens)
+
+
+def test_tokens_file_too_short_for_a_window(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.bin"
+    np.arange(1000, dtype=np.uint16).tofile(tokens)  # 50 held-out tokens < seq_len 128
+    with pytest.raises(ConfigError, match=r"data.path=.*too few tokens.*model.seq_len=128"):
+        load(["data=tokens", f"data.path={tokens}"])
