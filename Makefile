@@ -22,12 +22,12 @@ demo: $(BIN)/mpcli
 	$(BIN)/mpcli train conf=gpt2-pipeline $(DEMO_ARGS)
 
 test: $(BIN)/mpcli
-	$(BIN)/ruff check mpcli tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
 lint: $(BIN)/mpcli
-	$(BIN)/ruff check mpcli tests bench
-	$(BIN)/ruff format --check mpcli tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
