@@ -95,6 +95,12 @@ class Trainer:
         self.lr_schedule.step()
         return self._mean_loss(losses), grad_norm
 
+    def max_memory_gb(self) -> float:
+        """Peak CUDA memory allocated by the busiest rank."""
+        peak = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30, device=self.device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        return float(peak)
+
     @torch.no_grad()
     def eval_loss(self, sampler: WindowSampler, batches: int) -> float:
         self.model.eval()
@@ -124,40 +130,65 @@ def _samplers(run: RunConfig, dims: ParallelDims) -> tuple[WindowSampler, Window
     )
 
 
+def _due(done: int, every: int, steps: int) -> bool:
+    """Every `every` steps and at the last step; `every=0` means never."""
+    return every > 0 and (done % every == 0 or done == steps)
+
+
+class Reporter:
+    """Turns step results into metrics.jsonl records (written by global rank 0 only)."""
+
+    def __init__(self, run: RunConfig, trainer: Trainer, *, tokens_per_step: int, run_dir: Path) -> None:
+        self.trainer, self.tokens_per_step, self.world = trainer, tokens_per_step, trainer.dims.world_size
+        self.cuda = trainer.device.type == "cuda"
+        self.peak = peak_tflops(trainer.device.type, run.train.peak_tflops)
+        self.flops_per_token = trainer.model.flops_per_token()
+        self.writer = MetricsWriter(run_dir / "metrics.jsonl") if dist.get_rank() == 0 else None
+
+    def step(self, done: int, *, loss: float, lr: float, grad_norm: float, step_time: float) -> None:
+        max_mem_gb = self.trainer.max_memory_gb() if self.cuda else None  # collective: every rank
+        if self.writer is None:
+            return
+        tps = self.tokens_per_step / step_time
+        record = {
+            "step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+            "tokens": done * self.tokens_per_step, "tokens_per_s": tps,
+            "tokens_per_s_per_device": tps / self.world, "step_time_s": step_time,
+        }  # fmt: skip
+        if self.cuda:
+            record["mfu"] = mfu(tps, self.flops_per_token, devices=self.world, peak=self.peak)
+            record["max_mem_gb"] = max_mem_gb
+        self.writer.write(record)
+
+    def eval(self, done: int, eval_loss: float) -> None:
+        if self.writer is not None:
+            self.writer.write({"step": done, "eval_loss": eval_loss})
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def train(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> TrainResult:
     """Run `train.steps` steps; global rank 0 writes metrics.jsonl."""
     torch.manual_seed(run.train.seed)
     trainer = Trainer(run, dims=dims, device=device)
     train_data, eval_data = _samplers(run, dims)
-    writer = MetricsWriter(run_dir / "metrics.jsonl") if dist.get_rank() == 0 else None
-    tokens_per_step = train_data.global_batch * run.model.seq_len
-    peak = peak_tflops(device.type, run.train.peak_tflops)
-    flops_per_token = trainer.model.flops_per_token()
-    result = TrainResult()
-    for step in range(run.train.steps):
+    reporter = Reporter(
+        run, trainer, tokens_per_step=train_data.global_batch * run.model.seq_len, run_dir=run_dir
+    )
+    result, steps = TrainResult(), run.train.steps
+    for step in range(steps):
         start = time.perf_counter()
-        inputs, targets = train_data.batch(step)
         lr = trainer.lr_schedule.get_last_lr()[0]
-        loss, grad_norm = trainer.train_step(inputs, targets)
+        loss, grad_norm = trainer.train_step(*train_data.batch(step))
         step_time = time.perf_counter() - start
         result.losses.append(loss)
         done = step + 1
-        if writer and (done % run.train.log_every == 0 or done == run.train.steps):
-            tps = tokens_per_step / step_time
-            record = {
-                "step": done, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens": done * tokens_per_step, "tokens_per_s": tps,
-                "tokens_per_s_per_device": tps / dims.world_size, "step_time_s": step_time,
-            }  # fmt: skip
-            if device.type == "cuda":
-                record["mfu"] = mfu(tps, flops_per_token, devices=dims.world_size, peak=peak)
-                record["max_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            writer.write(record)
-        if run.train.eval_every and (done % run.train.eval_every == 0 or done == run.train.steps):
-            eval_loss = trainer.eval_loss(eval_data, run.train.eval_batches)
-            result.eval_losses[done] = eval_loss
-            if writer:
-                writer.write({"step": done, "eval_loss": eval_loss})
-    if writer:
-        writer.close()
+        if _due(done, run.train.log_every, steps):
+            reporter.step(done, loss=loss, lr=lr, grad_norm=grad_norm, step_time=step_time)
+        if _due(done, run.train.eval_every, steps):
+            result.eval_losses[done] = trainer.eval_loss(eval_data, run.train.eval_batches)
+            reporter.eval(done, result.eval_losses[done])
+    reporter.close()
     return result
