@@ -15,7 +15,7 @@ $(BIN)/mpcli: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" numpy
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,report]"
 	touch $(BIN)/mpcli
 
 demo: $(BIN)/mpcli

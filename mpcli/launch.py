@@ -10,7 +10,8 @@ import os
 import sys
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -63,7 +64,8 @@ def worker_main(run_dir: str, task: Callable[..., Any] | None = None) -> Any:
     local_world = int(os.environ["LOCAL_WORLD_SIZE"])
     threads = run.topology.threads_per_worker or max(1, (os.cpu_count() or 1) // local_world)
     torch.set_num_threads(threads)
-    dims = ParallelDims(pp=run.parallel.pp, dp=run.parallel.dp, device_type=device_type)
+    p = run.parallel
+    dims = ParallelDims(pp=p.pp, dp=p.dp, tp=p.tp, device_type=device_type)
     device = dims.device(local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -82,7 +84,10 @@ def worker_main(run_dir: str, task: Callable[..., Any] | None = None) -> Any:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-    dist.destroy_process_group()
+    if dims.backend == "nccl":
+        dist.destroy_process_group()
+    # gloo: the process ends through os._exit (multiprocessing) once torch elastic has the result;
+    # tearing gloo down first was seen to abort the process now and then, after the work was done.
     return result
 
 
@@ -98,7 +103,7 @@ def launch(run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = N
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESOLVED_CONFIG).write_text(to_yaml(run))
     topo = run.topology
-    world = run.parallel.pp * run.parallel.dp
+    world = run.parallel.pp * run.parallel.dp * run.parallel.tp
     endpoint = topo.rdzv_endpoint or "127.0.0.1:0"
     config = LaunchConfig(
         min_nodes=topo.nnodes,
@@ -114,10 +119,28 @@ def launch(run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = N
         local_addr="127.0.0.1" if topo.nnodes == 1 else None,
     )
     try:
-        return elastic_launch(config, worker_main)(str(run_dir), task)
+        with _fresh_store_per_attempt(topo.max_restarts > 0):
+            return elastic_launch(config, worker_main)(str(run_dir), task)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise WorkerFailure(rank, _failure_message(failure), rank_log(run_dir, rank)) from None
+
+
+@contextmanager
+def _fresh_store_per_attempt(enabled: bool) -> Iterator[None]:
+    """Restarted workers must not share the agent's TCPStore: keys of the failed attempt stay there
+    and a new process group may read a dead peer's address (pytorch/pytorch#135712)."""
+    key = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+    before = os.environ.get(key)
+    if enabled:
+        os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _rdzv_id(run: RunConfig) -> str:

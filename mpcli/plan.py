@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import torch
 from rich.table import Table
 
 from mpcli.config.schema import RunConfig
-from mpcli.models import build_model
-from mpcli.parallel.pipeline import split_blocks
+from mpcli.config.validate import resolve_device
+from mpcli.models import build_model, n_blocks
+from mpcli.parallel.partition import balanced_split
+from mpcli.parallel.pipeline import num_stages, split_blocks, stage_ranks
 
 
 @dataclass
 class StagePlan:
     stage: int
-    ranks: list[int]  # global ranks holding this stage (one per dp replica)
+    pp_rank: int
+    ranks: list[int]  # global ranks holding (a tp shard of) this stage, for every dp replica
     blocks: list[int]
-    params: int
+    params: int  # parameters of the whole stage (before tensor-parallel sharding)
+
+
+def with_split(run: RunConfig, cuda_devices: int) -> RunConfig:
+    """`run` with `parallel.split` resolved from `parallel.balance` (so every worker uses the same)."""
+    device = resolve_device(run.topology.device, cuda_devices)
+    split = balanced_split(run, torch.device("cuda" if device == "cuda" else "cpu"))
+    return replace(run, parallel=replace(run.parallel, split=split))
 
 
 def stage_plan(run: RunConfig) -> list[StagePlan]:
-    """Blocks and parameter count of every pipeline stage; ranks follow the ("pp", "dp") mesh."""
+    """Blocks and parameter count of every pipeline stage; ranks follow the ("pp", "dp", "tp") mesh."""
     p = run.parallel
+    total = num_stages(p)
     plans = []
-    for stage, blocks in enumerate(split_blocks(run.model.n_layer, p.pp, p.split)):
+    for stage, (blocks, pp_rank) in enumerate(
+        zip(split_blocks(n_blocks(run.model), total, p.split), stage_ranks(p), strict=True)
+    ):
         model = build_model(run.model)
-        model.keep_stage(blocks, first=stage == 0, last=stage == p.pp - 1)
+        model.keep_stage(blocks, first=stage == 0, last=stage == total - 1)
         params = sum(t.numel() for t in model.parameters())
-        plans.append(StagePlan(stage, [stage * p.dp + d for d in range(p.dp)], blocks, params))
+        ranks = [(pp_rank * p.dp + d) * p.tp + t for d in range(p.dp) for t in range(p.tp)]
+        plans.append(StagePlan(stage, pp_rank, ranks, blocks, params))
     return plans
 
 
@@ -35,17 +50,27 @@ def _span(blocks: list[int]) -> str:
     return f"{blocks[0]}–{blocks[-1]}" if len(blocks) > 1 else str(blocks[0])
 
 
+def _ranks(ranks: list[int]) -> str:
+    return ",".join(map(str, ranks)) if len(ranks) <= 4 else f"{ranks[0]}…{ranks[-1]} ({len(ranks)})"
+
+
 def plan_table(run: RunConfig) -> Table:
-    p = run.parallel
+    p, m = run.parallel, run.model
+    virtual = f" × {p.virtual_stages} virtual" if p.virtual_stages > 1 else ""
     title = (
-        f"{run.model.family}-{run.model.size}: pp={p.pp} × dp={p.dp}, schedule {p.schedule}, "
-        f"{p.microbatches} microbatches of {run.train.microbatch_size}"
+        f"{m.family}-{m.size}: pp={p.pp}{virtual} × dp={p.dp} × tp={p.tp}, schedule {p.schedule}, "
+        f"{p.microbatches} microbatches of {run.train.microbatch_size}, split by {p.balance}"
     )
     table = Table(title=title)
-    for column in ("stage", "ranks", "blocks", "parameters"):
+    for column in ("stage", "pp rank", "ranks", "blocks", "parameters"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
+    model = build_model(m)
+    total = num_stages(p)
     for s in stage_plan(run):
-        extras = [name for name, on in (("embed", s.stage == 0), ("head", s.stage == p.pp - 1)) if on]
-        blocks = _span(s.blocks) + (f" + {' + '.join(extras)}" if extras else "")
-        table.add_row(str(s.stage), ",".join(map(str, s.ranks)), blocks, f"{s.params / 1e6:,.2f} M")
+        first = [name for name in model.first_parts] if s.stage == 0 else []
+        last = [name for name in model.last_parts] if s.stage == total - 1 else []
+        blocks = " + ".join([*first, _span(s.blocks), *last])
+        per_rank = f" ({s.params / p.tp / 1e6:,.2f} M per tp rank)" if p.tp > 1 else ""
+        params = f"{s.params / 1e6:,.2f} M{per_rank}"
+        table.add_row(str(s.stage), str(s.pp_rank), _ranks(s.ranks), blocks, params)
     return table

@@ -67,15 +67,20 @@ class ParallelDims:
             return torch.device("cuda", local_rank)
         return torch.device("cpu")
 
-    def pp_end_groups(self) -> dist.ProcessGroup | None:
-        """Group of the first and last pipeline rank that share this rank's (dp, tp) coordinate.
+    def pp_end_groups(self, *, last_stage_rank: int) -> dist.ProcessGroup | None:
+        """Group of pipeline rank 0 (first stage) and `last_stage_rank` (last stage) that share this
+        rank's (dp, tp) coordinate, to sum the gradients of an embedding tied to the output head.
 
-        Used to sum the gradients of the tied embedding/head when they live on different stages.
-        Every rank must call this (collective group creation), even the ones in the middle.
+        None where both stages sit on pipeline rank 0 (pp=1, V-shaped schedules). Every rank must
+        call this (group creation is collective), even ranks outside every pair.
         """
-        if not self.pp_enabled:
+        if last_stage_rank == 0:
             return None
         ranks = self.mesh.mesh  # (pp, dp, tp) tensor of global ranks
-        pairs = [[int(ranks[0, d, t]), int(ranks[-1, d, t])] for d in range(self.dp) for t in range(self.tp)]
+        pairs = [
+            [int(ranks[0, d, t]), int(ranks[last_stage_rank, d, t])]
+            for d in range(self.dp)
+            for t in range(self.tp)
+        ]
         mine, _ = dist.new_subgroups_by_enumeration(pairs, backend=self.backend)
         return mine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mpcli.cli import config, train
+from mpcli.cli import checkpoint, config, recipes, report, train
 
 app = typer.Typer(
     name="mpcli",
@@ -14,6 +14,9 @@ app = typer.Typer(
 )
 app.command(context_settings={"allow_interspersed_args": True})(train.train)
 app.add_typer(config.app, name="config")
+app.add_typer(recipes.app, name="recipes")
+app.add_typer(checkpoint.app, name="checkpoint")
+app.command()(report.report)
 
 
 def main() -> None:

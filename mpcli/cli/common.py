@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mpcli.cli.completion import complete_conf
 from mpcli.config.compose import compose
 from mpcli.config.schema import RunConfig
 from mpcli.config.validate import validate
@@ -23,6 +24,7 @@ Overrides = Annotated[
         help="conf=NAME|FILE.yaml picks the recipe; every other item is a Hydra override "
         "(a.b=v, +a.b=v, group=option).",
         show_default=False,
+        autocompletion=complete_conf,
     ),
 ]
 RecipeDirs = Annotated[

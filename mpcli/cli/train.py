@@ -12,10 +12,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mpcli.cli.common import Overrides, RecipeDirs, err_console, load_run
+from mpcli.cli.common import Overrides, RecipeDirs, cuda_device_count, err_console, load_run
 from mpcli.config.schema import RunConfig
 from mpcli.launch import WorkerFailure, launch
-from mpcli.plan import plan_table
+from mpcli.plan import plan_table, with_split
 from mpcli.progress import RunProgress, summary_table
 from mpcli.train.metrics import read_metrics
 
@@ -50,7 +50,7 @@ def train(
     verbose: Annotated[bool, typer.Option(help="Show torch elastic's own logs.")] = False,
 ) -> None:
     """Train: `mpcli train conf=gpt2-pipeline parallel.pp=4 train.steps=2000`."""
-    run = load_run(args, recipe_dir)
+    run = with_split(load_run(args, recipe_dir), cuda_device_count())
     run_dir = run_dir or new_run_dir(run)
     console = Console()
     plain = quiet or not console.is_terminal

@@ -8,13 +8,21 @@ library code only ever sees these objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-SCHEDULES = ("gpipe", "1f1b")
+# Schedules driving one stage per rank, and those driving several (virtual) stages per rank.
+SINGLE_STAGE_SCHEDULES = ("gpipe", "1f1b")
+MULTI_STAGE_SCHEDULES = ("interleaved-1f1b", "looped-bfs", "interleaved-zero-bubble", "zbv", "dualpipev")
+# V-shaped schedules place exactly two stages per rank: r and 2 * pp - 1 - r.
+V_SCHEDULES = ("zbv", "dualpipev")
+SCHEDULES = SINGLE_STAGE_SCHEDULES + MULTI_STAGE_SCHEDULES
+BALANCE_MODES = ("uniform", "params", "flops", "time")
+TP_STYLES = ("colwise", "rowwise", "embedding", "head", "sequence_parallel", "gather_sequence")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "sgd")
-DATASETS = ("bytes-corpus", "tokens")
-MODEL_FAMILIES = ("gpt2",)
+DATASETS = ("bytes-corpus", "tokens", "shapes", "synthetic")
+MODEL_FAMILIES = ("gpt2", "mlp", "cnn", "custom")
 
 
 @dataclass
@@ -28,17 +36,43 @@ class ModelConfig:
     vocab: int = 256
     dropout: float = 0.0
     tie_embeddings: bool = True
+    # mlp / cnn: classes of the classification task; mlp: input features; cnn: image side and width.
+    n_classes: int = 10
+    in_features: int = 32
+    image_size: int = 32
+    channels: int = 32
+    # Bring your own (family=custom): a factory `pkg.module.fn` returning an nn.Module, its keyword
+    # arguments, and the ordered submodule paths that, applied one after another, compute forward.
+    _target_: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    blocks: list[str] = field(default_factory=list)
+    # custom: cross_entropy (classification over the last dim) or mse.
+    loss: str = "cross_entropy"
+    # Start from these weights (safetensors: an `mpcli checkpoint export`, or GPT-2 in the Hugging
+    # Face layout) instead of a fresh init; ignored when a checkpoint is resumed.
+    init_from: str | None = None
 
 
 @dataclass
 class ParallelConfig:
     pp: int = 1
+    # Tensor-parallel degree (DTensor over the innermost "tp" mesh axis).
+    tp: int = 1
     # Data-parallel replicas (FSDP2 over the "dp" mesh axis).
     dp: int = 1
     schedule: str = "1f1b"
     microbatches: int = 4
-    # Blocks per pipeline stage, e.g. [5, 7] for 12 blocks on pp=2; null = even split.
+    # Stages per rank for the multi-stage schedules (V-shaped ones need exactly 2).
+    virtual_stages: int = 1
+    # Blocks per pipeline stage, e.g. [5, 7] for 12 blocks on pp=2; null = balanced by `balance`.
     split: list[int] | None = None
+    balance: str = "uniform"
+    # Shard activations along the sequence between tensor-parallel regions (GPT-2).
+    sequence_parallel: bool = False
+    # Keep the vocabulary-sharded logits sharded through the loss (GPT-2, tp > 1).
+    loss_parallel: bool = True
+    # Extra tensor-parallel plan entries: module-name pattern -> style (see TP_STYLES).
+    tp_plan: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +112,9 @@ class TrainConfig:
     eval_batches: int = 4
     # Peak dense bf16 TFLOP/s per device for MFU; null = look the GPU up in a table.
     peak_tflops: float | None = None
+    # Steps whose per-rank forward/backward times go to run_dir/timeline/ (for `mpcli report`),
+    # recorded after one warm-up step; 0 = off.
+    timeline_steps: int = 3
 
 
 @dataclass
@@ -88,6 +125,23 @@ class DataConfig:
     eval_fraction: float = 0.05
     # Size cap of the embedded byte corpus.
     corpus_bytes: int = 4_000_000
+    # Items in the generated train sets (shapes, synthetic); eval holds eval_fraction of that.
+    size: int = 50_000
+
+
+@dataclass
+class CheckpointConfig:
+    # Where checkpoints go; null = <run dir>/checkpoints.
+    dir: str | None = None
+    # Save every N steps and at the last step; 0 = never save.
+    every: int = 500
+    # Keep the newest K checkpoints (older ones are deleted once a newer one is complete).
+    keep: int = 3
+    # auto = continue this run directory's latest checkpoint (fresh start when there is none);
+    # never = always start fresh; or a PATH (a checkpoint, a checkpoints dir or a run dir).
+    resume: str = "auto"
+    # Write in a background thread while training goes on (`async` is a Python keyword).
+    async_save: bool = False
 
 
 @dataclass
@@ -100,3 +154,4 @@ class RunConfig:
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -8,56 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mpcli.config import schema
+from mpcli.config.layout_checks import check_model, check_parallel
+from mpcli.config.layout_checks import one_of as _one_of
+from mpcli.config.layout_checks import positive as _positive
 from mpcli.config.schema import RunConfig
 from mpcli.errors import ConfigError
-
-
-def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value}: must be one of {', '.join(allowed)}")
-
-
-def _positive(key: str, value: float, *, zero_ok: bool = False) -> None:
-    if value < 0 or (value == 0 and not zero_ok):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ConfigError(f"{key}={value}: must be {bound}")
-
-
-def _check_model(run: RunConfig) -> None:
-    m = run.model
-    _one_of("model.family", m.family, schema.MODEL_FAMILIES)
-    for key in ("n_layer", "n_head", "d_model", "seq_len", "vocab"):
-        _positive(f"model.{key}", getattr(m, key))
-    if m.d_model % m.n_head:
-        raise ConfigError(f"model.d_model={m.d_model}: must be divisible by model.n_head={m.n_head}")
-    if not 0 <= m.dropout < 1:
-        raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
-
-
-def _check_parallel(run: RunConfig) -> None:
-    p, n_layer = run.parallel, run.model.n_layer
-    _positive("parallel.pp", p.pp)
-    _positive("parallel.dp", p.dp)
-    _positive("parallel.microbatches", p.microbatches)
-    _one_of("parallel.schedule", p.schedule, schema.SCHEDULES)
-    if p.pp > n_layer:
-        raise ConfigError(
-            f"parallel.pp={p.pp}: more pipeline stages than blocks (model.n_layer={n_layer}); lower pp"
-        )
-    if p.pp > 1 and p.microbatches < p.pp:
-        raise ConfigError(
-            f"parallel.microbatches={p.microbatches}: needs at least one microbatch per stage (pp={p.pp})"
-        )
-    if p.split is not None:
-        if len(p.split) != p.pp:
-            raise ConfigError(f"parallel.split={p.split}: needs one block count per stage (pp={p.pp})")
-        if any(n <= 0 for n in p.split):
-            raise ConfigError(f"parallel.split={p.split}: every stage needs at least one block")
-        if sum(p.split) != n_layer:
-            verb = "drops" if sum(p.split) < n_layer else "repeats"
-            raise ConfigError(
-                f"parallel.split={p.split}: {verb} blocks; the counts must add up to model.n_layer={n_layer}"
-            )
 
 
 def resolve_device(device: str, cuda_devices: int) -> str:
@@ -75,21 +30,22 @@ def _check_topology(run: RunConfig, cuda_devices: int) -> None:
     _positive("topology.max_restarts", t.max_restarts, zero_ok=True)
     if t.device == "cuda" and cuda_devices == 0:
         raise ConfigError("topology.device=cuda: no CUDA device is visible; use topology.device=cpu")
-    world = run.parallel.pp * run.parallel.dp
+    world = run.parallel.pp * run.parallel.dp * run.parallel.tp
     if world % t.nnodes:
         raise ConfigError(
-            f"topology.nnodes={t.nnodes}: pp x dp = {world} processes do not divide evenly over the nodes"
+            f"topology.nnodes={t.nnodes}: pp x dp x tp = {world} processes do not divide evenly "
+            "over the nodes"
         )
     per_node = world // t.nnodes
     if t.nproc_per_node is not None and t.nproc_per_node != per_node:
         raise ConfigError(
-            f"topology.nproc_per_node={t.nproc_per_node}: pp x dp / nnodes = {per_node}; "
+            f"topology.nproc_per_node={t.nproc_per_node}: pp x dp x tp / nnodes = {per_node}; "
             "change the degrees or drop nproc_per_node"
         )
     if resolve_device(t.device, cuda_devices) == "cuda" and per_node > cuda_devices:
         raise ConfigError(
-            f"parallel: pp x dp = {world} needs {per_node} GPUs per node but {cuda_devices} are visible; "
-            "lower parallel.pp/parallel.dp or use topology.device=cpu"
+            f"parallel: pp x dp x tp = {world} needs {per_node} GPUs per node but {cuda_devices} are "
+            "visible; lower parallel.pp/dp/tp or use topology.device=cpu"
         )
     if not 0 <= t.node_rank < t.nnodes:
         raise ConfigError(f"topology.node_rank={t.node_rank}: must be in [0, nnodes={t.nnodes})")
@@ -118,6 +74,7 @@ def _check_train(run: RunConfig) -> None:
 def _check_data(run: RunConfig) -> None:
     d = run.data
     _one_of("data.name", d.name, schema.DATASETS)
+    _positive("data.size", d.size)
     if not 0 < d.eval_fraction < 0.5:
         raise ConfigError(f"data.eval_fraction={d.eval_fraction}: must be in (0, 0.5)")
     if d.name == "bytes-corpus" and run.model.vocab < 256:
@@ -137,10 +94,31 @@ def _check_data(run: RunConfig) -> None:
     _positive("data.corpus_bytes", d.corpus_bytes)
 
 
+def _check_checkpoint(run: RunConfig) -> None:
+    c = run.checkpoint
+    _positive("checkpoint.every", c.every, zero_ok=True)
+    _positive("checkpoint.keep", c.keep, zero_ok=True)
+    if c.resume not in ("auto", "never"):
+        from mpcli.checkpoint import store, weights  # torch: only when there is a file to check
+
+        found = store.resolve(Path(c.resume).expanduser())
+        if found is None:
+            raise ConfigError(
+                f"checkpoint.resume={c.resume}: no complete checkpoint there; give a checkpoint, "
+                "checkpoints or run directory, or auto / never"
+            )
+        weights.check_checkpoint(found, run.model, source=f"checkpoint.resume={c.resume}")
+    if run.model.init_from:
+        from mpcli.checkpoint import weights
+
+        weights.check_init_from(run.model)
+
+
 def validate(run: RunConfig, *, cuda_devices: int) -> None:
     """Raise `ConfigError` for the first problem found; `cuda_devices` is what this node sees."""
-    _check_model(run)
-    _check_parallel(run)
+    check_model(run)
+    check_parallel(run)
     _check_topology(run, cuda_devices)
     _check_train(run)
     _check_data(run)
+    _check_checkpoint(run)

@@ -1,4 +1,4 @@
-"""Token streams: the embedded byte corpus and pre-tokenized uint16 token files."""
+"""Data sets: the embedded byte corpus, uint16 token files, and the generated shapes / teacher tasks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mpcli.config.schema import DataConfig
+from mpcli.config.schema import DataConfig, ModelConfig
+from mpcli.data.sampler import Dataset, TokenWindows
+from mpcli.data.shapes import ShapesDataset
+from mpcli.data.synthetic import TeacherTask
 
 # llm.c token files start with a 256 x int32 header whose first word is this magic number.
 LLMC_MAGIC = 20240520
@@ -48,3 +51,20 @@ def load_tokens(cfg: DataConfig) -> TokenSplits:
     tokens = byte_corpus(cfg.corpus_bytes) if cfg.name == "bytes-corpus" else token_file(str(cfg.path))
     cut = int(len(tokens) * (1 - cfg.eval_fraction))
     return TokenSplits(train=tokens[:cut], eval=tokens[cut:])
+
+
+def load_datasets(data: DataConfig, model: ModelConfig, *, seed: int) -> tuple[Dataset, Dataset]:
+    """Train and held-out data sets for `data.name`."""
+    if data.name in ("bytes-corpus", "tokens"):
+        splits = load_tokens(data)
+        return TokenWindows(splits.train, model.seq_len), TokenWindows(splits.eval, model.seq_len)
+    eval_size = max(1, int(data.size * data.eval_fraction))
+    if data.name == "shapes":
+        return (
+            ShapesDataset(data.size, model.image_size, seed),
+            ShapesDataset(eval_size, model.image_size, seed, offset=1),
+        )
+    return (
+        TeacherTask(data.size, model.in_features, model.n_classes, seed),
+        TeacherTask(eval_size, model.in_features, model.n_classes, seed, offset=1),
+    )

@@ -1,25 +1,45 @@
-"""Model families. Each family builds its full model on the meta device and can keep one stage."""
+"""Model families: each file builds its model on the meta device and says how it is trained.
+
+To add a family: write models/<name>.py with a `StagedModel` subclass and a `task(cfg)` function,
+and register both here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from mpcli.config.schema import ModelConfig
-from mpcli.models.gpt2 import GPT2, init_weights
+from mpcli.models import cnn, custom, gpt2, mlp
+from mpcli.models.base import StagedModel, TaskSpec
 
-FAMILIES = {"gpt2": (GPT2, init_weights)}
+FAMILIES: dict[str, tuple[type[StagedModel], Callable[[ModelConfig], TaskSpec]]] = {
+    "gpt2": (gpt2.GPT2, gpt2.task),
+    "mlp": (mlp.MLPNet, mlp.task),
+    "cnn": (cnn.ConvNet, cnn.task),
+    "custom": (custom.CustomModel, custom.task),
+}
 
 
-def build_model(cfg: ModelConfig) -> GPT2:
+def n_blocks(cfg: ModelConfig) -> int:
+    """Blocks a pipeline split may cut between."""
+    return len(cfg.blocks) if cfg.family == "custom" else cfg.n_layer
+
+
+def build_model(cfg: ModelConfig) -> StagedModel:
     """The whole model on the meta device: no memory until a stage is materialised."""
     model_cls, _ = FAMILIES[cfg.family]
     with torch.device("meta"):
         return model_cls(cfg)
 
 
-def materialize(model: GPT2, device: torch.device, seed: int) -> None:
+def task_of(cfg: ModelConfig) -> TaskSpec:
+    return FAMILIES[cfg.family][1](cfg)
+
+
+def materialize(model: StagedModel, device: torch.device, seed: int) -> None:
     """Allocate this stage's parameters on `device` and initialise them deterministically."""
-    _, init = FAMILIES[model.cfg.family]
     model.to_empty(device=device)
-    model.tie_weights()  # to_empty keeps sharing, but re-tie so the intent is explicit
-    init(model, seed)
+    model.tie_weights()
+    model.init_weights(seed)

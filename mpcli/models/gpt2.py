@@ -1,19 +1,13 @@
-"""GPT-2 as an ordered list of blocks that a pipeline split may cut between.
-
-Every stage keeps the full model's parameter names (blocks in a ModuleDict keyed by the global block
-index; parts a stage does not own are removed), so checkpoints and parity tests line up across layouts.
-"""
+"""GPT-2: token + position embedding -> transformer blocks -> final norm + (tied) output head."""
 
 from __future__ import annotations
-
-import math
-import zlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mpcli.config.schema import ModelConfig
+from mpcli.models.base import StagedModel, TaskSpec, classification_loss
 
 
 class Attention(nn.Module):
@@ -27,7 +21,7 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
+        b, t = x.shape[0], x.shape[1]
         # (B, T, D) -> (B, n_head, T, head_dim); -1 heads so a sharded layer sees its local heads.
         q, k, v = (lin(x).view(b, t, -1, self.head_dim).transpose(1, 2) for lin in (self.q, self.k, self.v))
         y = F.scaled_dot_product_attention(
@@ -60,15 +54,40 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
-class GPT2(nn.Module):
+# Megatron-style: q/k/v and fc column-parallel, their output projections row-parallel, so each
+# attention and MLP costs one all-reduce; the embedding and head are sharded over the vocabulary.
+TP_PLAN = {
+    "wte": "embedding",
+    "wpe": "embedding",
+    "blocks.*.attn.q": "colwise",
+    "blocks.*.attn.k": "colwise",
+    "blocks.*.attn.v": "colwise",
+    "blocks.*.attn.proj": "rowwise",
+    "blocks.*.mlp.fc": "colwise",
+    "blocks.*.mlp.proj": "rowwise",
+    "head": "head",
+}
+# With sequence parallelism the residual stream stays sharded along the sequence: norms run on their
+# shard and attention/MLP inputs are gathered first; row-wise outputs are reduce-scattered back.
+SP_PLAN = {
+    **TP_PLAN,
+    "blocks.*.ln_1": "sequence_parallel",
+    "blocks.*.ln_2": "sequence_parallel",
+    "blocks.*.attn": "gather_sequence",
+    "blocks.*.mlp": "gather_sequence",
+    "ln_f": "sequence_parallel",
+}
+
+
+class GPT2(StagedModel):
     """Token ids (B, T) -> logits (B, T, vocab); a middle stage maps hidden (B, T, D) -> (B, T, D)."""
 
-    # Output projections of each residual branch: GPT-2 scales their init by 1/sqrt(2 * n_layer).
+    first_parts = ("wte", "wpe")
+    last_parts = ("ln_f", "head")
     residual_projections = ("attn.proj.weight", "mlp.proj.weight")
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.wte: nn.Embedding | None = nn.Embedding(cfg.vocab, cfg.d_model)
         self.wpe: nn.Embedding | None = nn.Embedding(cfg.seq_len, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
@@ -84,21 +103,19 @@ class GPT2(nn.Module):
 
     @property
     def head_is_separate_copy(self) -> bool:
-        """True on a last stage whose head is a copy of the tied embedding held by the first stage."""
         return self.cfg.tie_embeddings and self.head is not None and self.wte is None
 
-    def keep_stage(self, block_ids: list[int], *, first: bool, last: bool) -> None:
-        """Remove everything this pipeline stage does not own (call on the meta device)."""
-        for key in [k for k in self.blocks if int(k) not in block_ids]:
-            del self.blocks[key]
-        if not first:
-            self.wte = self.wpe = None
-        if not last:
-            self.ln_f = self.head = None
+    def tied_pair(self) -> list[nn.Parameter]:
+        """The embedding on a first stage and the head copy on a last stage, when not the same stage."""
+        if not self.cfg.tie_embeddings or (self.wte is not None and self.head is not None):
+            return []
+        if self.wte is not None:
+            return [self.wte.weight]
+        return [self.head.weight] if self.head is not None else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.wte is not None and self.wpe is not None:
-            pos = torch.arange(x.shape[1], device=x.device)
+            pos = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
             x = self.drop(self.wte(x) + self.wpe(pos))  # (B, T, D)
         for block in self.blocks.values():
             x = block(x)
@@ -107,37 +124,20 @@ class GPT2(nn.Module):
         return x
 
     def init_key(self, name: str) -> str:
-        """The name whose seeded values a parameter takes: a separate head copies the embedding."""
         return "wte.weight" if name == "head.weight" and self.cfg.tie_embeddings else name
 
-    def init_std(self, name: str) -> float | None:
-        """Normal std for weights; None for parameters with fixed init (biases, LayerNorm)."""
-        if name.endswith(".bias") or ".ln_" in f".{name}":
-            return None
-        if name.endswith(self.residual_projections):
-            return 0.02 / math.sqrt(2 * self.cfg.n_layer)
+    def weight_std(self, name: str) -> float:
         return 0.02
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6 N (N without position embeddings) + attention 12 L d T."""
+    def flops_per_sample(self) -> float:
+        """6 N per token (N without position embeddings) + attention 12 L d T, times T tokens."""
         c = self.cfg
         n = 12 * c.n_layer * c.d_model**2 + c.vocab * c.d_model
-        return 6 * n + 12 * c.n_layer * c.d_model * c.seq_len
+        return (6 * n + 12 * c.n_layer * c.d_model * c.seq_len) * c.seq_len
+
+    def tp_plan(self, sequence_parallel: bool) -> dict[str, str]:
+        return dict(SP_PLAN if sequence_parallel else TP_PLAN)
 
 
-def init_weights(model: GPT2, seed: int) -> None:
-    """Deterministic per parameter name, so every layout starts from the same weights."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            std = model.init_std(model.init_key(name))
-            if std is None:
-                is_norm_weight = name.endswith("weight")
-                param.fill_(1.0 if is_norm_weight else 0.0)
-                continue
-            gen = torch.Generator(device=param.device)
-            gen.manual_seed(_name_seed(seed, model.init_key(name)))
-            param.normal_(0.0, std, generator=gen)
-
-
-def _name_seed(seed: int, name: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+def task(cfg: ModelConfig) -> TaskSpec:
+    return TaskSpec(loss_fn=classification_loss, tokens_per_sample=cfg.seq_len, accuracy=False)

@@ -2,58 +2,123 @@
 
 pp=1 goes through the same machinery (one stage, GPipe over the microbatches), so every layout shares
 one training step: microbatch splitting, loss scaling and gradient accumulation are torch's.
+Each stage module is built in a fixed order: meta build -> keep this stage -> materialise + init ->
+tensor parallel (needs the full local weights to shard) -> data parallel (FSDP2 wraps the sharded
+stage) -> PipelineStage (drives the finished module).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.distributed.pipelining import PipelineStage
-from torch.distributed.pipelining.schedules import PipelineScheduleSingle, Schedule1F1B, ScheduleGPipe
+from torch.distributed.pipelining import schedules as torch_schedules
 
-from mpcli.config.schema import ModelConfig, ParallelConfig
-from mpcli.models import build_model, materialize
+from mpcli.config.schema import V_SCHEDULES, ModelConfig, ParallelConfig
+from mpcli.models import build_model, materialize, n_blocks
+from mpcli.models.base import LossFn, StagedModel
 from mpcli.parallel.data import apply_dp
+from mpcli.parallel.tensor import apply_tp
 from mpcli.topology import Axis, ParallelDims
 
-SCHEDULE_CLASSES: dict[str, type[PipelineScheduleSingle]] = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+SCHEDULE_CLASSES: dict[str, type[torch_schedules._PipelineSchedule]] = {
+    "gpipe": torch_schedules.ScheduleGPipe,
+    "1f1b": torch_schedules.Schedule1F1B,
+    "interleaved-1f1b": torch_schedules.ScheduleInterleaved1F1B,
+    "looped-bfs": torch_schedules.ScheduleLoopedBFS,
+    "interleaved-zero-bubble": torch_schedules.ScheduleInterleavedZeroBubble,
+    "zbv": torch_schedules.ScheduleZBVZeroBubble,
+    "dualpipev": torch_schedules.ScheduleDualPipeV,
+}
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-
-def split_blocks(n_blocks: int, pp: int, split: list[int] | None = None) -> list[list[int]]:
+def split_blocks(n_blocks: int, stages: int, split: list[int] | None = None) -> list[list[int]]:
     """Block indices per stage: `split` gives counts per stage, else an even split (extras first)."""
-    counts = split if split is not None else [n_blocks // pp + (i < n_blocks % pp) for i in range(pp)]
-    if len(counts) != pp or sum(counts) != n_blocks or min(counts) < 1:
-        raise ValueError(f"split {counts} does not cover {n_blocks} blocks with {pp} non-empty stages")
-    starts = [sum(counts[:i]) for i in range(pp)]
+    counts = (
+        split if split is not None else [n_blocks // stages + (i < n_blocks % stages) for i in range(stages)]
+    )
+    if len(counts) != stages or sum(counts) != n_blocks or min(counts) < 1:
+        raise ValueError(f"split {counts} does not cover {n_blocks} blocks with {stages} non-empty stages")
+    starts = [sum(counts[:i]) for i in range(stages)]
     return [list(range(s, s + c)) for s, c in zip(starts, counts, strict=True)]
+
+
+def num_stages(parallel: ParallelConfig) -> int:
+    return parallel.pp * parallel.virtual_stages
+
+
+def stage_ranks(parallel: ParallelConfig) -> list[int]:
+    """Pipeline rank holding each stage: looped placement r, r + pp, ...; V-shaped r and 2pp - 1 - r."""
+    pp = parallel.pp
+    if parallel.schedule in V_SCHEDULES:
+        return [s if s < pp else 2 * pp - 1 - s for s in range(2 * pp)]
+    return [s % pp for s in range(num_stages(parallel))]
 
 
 @dataclass
 class Pipeline:
     """This rank's part of the pipeline."""
 
-    model: nn.Module  # the stage module (full parameter names, parts of other stages removed)
-    schedule: PipelineScheduleSingle
-    stage_index: int
-    has_first_stage: bool
-    has_last_stage: bool
-    stage_blocks: list[list[int]]  # block indices of every stage, for the plan display
+    parts: list[StagedModel]  # stage modules of this rank (full parameter names, others removed)
+    stage_indices: list[int]
+    schedule: torch_schedules._PipelineSchedule
+    num_stages: int
+    eval_needs_backward: bool = False
 
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor, *, train: bool = True) -> list[torch.Tensor]:
-        """One pipelined forward (and backward when `train`); returns per-microbatch losses (last stage)."""
+    @property
+    def has_first_stage(self) -> bool:
+        return 0 in self.stage_indices
+
+    @property
+    def has_last_stage(self) -> bool:
+        return self.num_stages - 1 in self.stage_indices
+
+    def step(
+        self, inputs: torch.Tensor, targets: torch.Tensor, *, train: bool = True
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """One pipelined forward (+ backward when `train`): per-microbatch losses and the merged
+        output of the last stage (on the rank holding it; empty / None elsewhere)."""
         losses: list[torch.Tensor] = []
         args = (inputs,) if self.has_first_stage else ()
         kwargs = {"target": targets, "losses": losses} if self.has_last_stage else {}
-        if train:
-            self.schedule.step(*args, **kwargs)
+        if train or self.eval_needs_backward:
+            # torch's forward-only eval() fails for V-shaped schedules ("can't steal_bwd_input"):
+            # they evaluate through step(); the gradients it leaves are cleared by the next step.
+            with torch.enable_grad():
+                output = self.schedule.step(*args, **kwargs)
         else:
-            self.schedule.eval(*args, **kwargs)
-        return losses
+            output = self.schedule.eval(*args, **kwargs)
+        return losses, output if self.has_last_stage else None
+
+
+def _build_stage(
+    model_cfg: ModelConfig,
+    parallel: ParallelConfig,
+    blocks: list[int],
+    *,
+    first: bool,
+    last: bool,
+    dims: ParallelDims,
+    device: torch.device,
+    seed: int,
+) -> StagedModel:
+    model = build_model(model_cfg)
+    model.keep_stage(blocks, first=first, last=last)
+    materialize(model, device, seed)
+    if dims.tp > 1:
+        plan = {**model.tp_plan(parallel.sequence_parallel), **parallel.tp_plan}
+        apply_tp(
+            model,
+            dims.mesh[Axis.TP],
+            plan,
+            sequence_parallel=parallel.sequence_parallel,
+            loss_parallel=parallel.loss_parallel,
+        )
+        model.tie_weights()  # sharding replaced the tied parameter on one side
+    if dims.dp_enabled:
+        apply_dp(model, dims.mesh[Axis.DP])
+    return model
 
 
 def build_pipeline(
@@ -65,17 +130,20 @@ def build_pipeline(
     seed: int,
     loss_fn: LossFn,
 ) -> Pipeline:
-    stage_blocks = split_blocks(model_cfg.n_layer, parallel.pp, parallel.split)
-    stage_index = dims.coordinate(Axis.PP)
-    first, last = stage_index == 0, stage_index == parallel.pp - 1
-
-    model = build_model(model_cfg)
-    model.keep_stage(stage_blocks[stage_index], first=first, last=last)
-    materialize(model, device, seed)
-    # Order matters: data parallel wraps the finished stage, and the pipeline stage wraps that.
-    if dims.dp_enabled:
-        apply_dp(model, dims.mesh[Axis.DP])
-
-    stage = PipelineStage(model, stage_index, parallel.pp, device, group=dims.mesh[Axis.PP].get_group())
-    schedule = SCHEDULE_CLASSES[parallel.schedule](stage, parallel.microbatches, loss_fn=loss_fn)
-    return Pipeline(model, schedule, stage_index, first, last, stage_blocks)
+    total = num_stages(parallel)
+    blocks = split_blocks(n_blocks(model_cfg), total, parallel.split)
+    pp_rank = dims.coordinate(Axis.PP)
+    mine = [s for s, rank in enumerate(stage_ranks(parallel)) if rank == pp_rank]
+    pp_group = dims.mesh[Axis.PP].get_group()
+    parts, stages = [], []
+    for index in mine:
+        part = _build_stage(
+            model_cfg, parallel, blocks[index], first=index == 0, last=index == total - 1,
+            dims=dims, device=device, seed=seed,
+        )  # fmt: skip
+        parts.append(part)
+        stages.append(PipelineStage(part, index, total, device, group=pp_group))
+    schedule_cls = SCHEDULE_CLASSES[parallel.schedule]
+    multi = issubclass(schedule_cls, torch_schedules.PipelineScheduleMulti)
+    schedule = schedule_cls(stages if multi else stages[0], parallel.microbatches, loss_fn=loss_fn)
+    return Pipeline(parts, mine, schedule, total, eval_needs_backward=parallel.schedule in V_SCHEDULES)

@@ -33,10 +33,10 @@ def peak_tflops(device_type: str, override: float | None) -> float | None:
     return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
 
 
-def mfu(tokens_per_s: float, flops_per_token: float, *, devices: int, peak: float | None) -> float | None:
+def mfu(samples_per_s: float, flops_per_sample: float, *, devices: int, peak: float | None) -> float | None:
     if peak is None:
         return None
-    return tokens_per_s * flops_per_token / (devices * peak * 1e12)
+    return samples_per_s * flops_per_sample / (devices * peak * 1e12)
 
 
 class MetricsWriter:

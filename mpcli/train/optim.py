@@ -6,23 +6,37 @@ import math
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from mpcli.config.schema import TrainConfig
 
 
-def build_optimizer(model: nn.Module, train: TrainConfig, *, device_type: str) -> torch.optim.Optimizer:
-    """AdamW decays matrices only (not biases, norms); SGD (plain, for parity tests) decays nothing."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(
+    params: list[nn.Parameter], train: TrainConfig, *, device_type: str
+) -> torch.optim.Optimizer:
+    """AdamW decays matrices only (not biases, norms); SGD (plain, for parity tests) decays nothing.
+
+    Sharded (DTensor) and plain parameters go into separate groups: the multi-tensor kernels take
+    one kind per call.
+    """
+    params = [p for p in params if p.requires_grad]
     if train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=train.lr)
+        return torch.optim.SGD(_by_kind(params), lr=train.lr)
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": train.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+        {**group, "weight_decay": decay}
+        for decay, subset in ((train.weight_decay, [p for p in params if p.dim() >= 2]),
+                              (0.0, [p for p in params if p.dim() < 2]))
+        for group in _by_kind(subset)
+    ]  # fmt: skip
     return torch.optim.AdamW(
         groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=device_type == "cuda"
     )
+
+
+def _by_kind(params: list[nn.Parameter]) -> list[dict]:
+    kinds = ([p for p in params if isinstance(p, DTensor)], [p for p in params if not isinstance(p, DTensor)])
+    return [{"params": kind} for kind in kinds if kind]
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:

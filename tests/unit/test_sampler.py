@@ -1,4 +1,4 @@
-"""WindowSampler (deterministic, restartable, reshardable) and the token-file reader."""
+"""GlobalSampler over token windows (deterministic, restartable, reshardable) and the token-file reader."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from mpcli.config.schema import DataConfig
 from mpcli.data.datasets import LLMC_MAGIC, load_tokens, token_file
-from mpcli.data.sampler import WindowSampler
+from mpcli.data.sampler import GlobalSampler, TokenWindows
 
 SEQ_LEN = 8
 N_WINDOWS = 10
@@ -18,8 +18,9 @@ N_WINDOWS = 10
 TOKENS = np.arange(N_WINDOWS * SEQ_LEN + 1, dtype=np.int64)
 
 
-def sampler(*, local_batch: int = 3, dp: int = 1, dp_rank: int = 0, seed: int = 0) -> WindowSampler:
-    return WindowSampler(TOKENS, seq_len=SEQ_LEN, local_batch=local_batch, dp=dp, dp_rank=dp_rank, seed=seed)
+def sampler(*, local_batch: int = 3, dp: int = 1, dp_rank: int = 0, seed: int = 0) -> GlobalSampler:
+    windows = TokenWindows(TOKENS, SEQ_LEN)
+    return GlobalSampler(windows, local_batch=local_batch, dp=dp, dp_rank=dp_rank, seed=seed)
 
 
 def windows(inputs: torch.Tensor) -> list[int]:
@@ -108,11 +109,11 @@ def test_epoch_wrap_around() -> None:
 
 def test_too_few_tokens_for_one_window() -> None:
     with pytest.raises(ValueError, match="no window"):
-        WindowSampler(np.arange(SEQ_LEN), seq_len=SEQ_LEN, local_batch=1)
+        TokenWindows(np.arange(SEQ_LEN), SEQ_LEN)
 
 
 def test_exactly_one_window() -> None:
-    inputs, targets = WindowSampler(np.arange(SEQ_LEN + 1), seq_len=SEQ_LEN, local_batch=2).batch(0)
+    inputs, targets = GlobalSampler(TokenWindows(np.arange(SEQ_LEN + 1), SEQ_LEN), local_batch=2).batch(0)
     assert torch.equal(inputs, torch.arange(SEQ_LEN).repeat(2, 1))
     assert torch.equal(targets, inputs + 1)
 

@@ -1,0 +1,2 @@
+"""Sharded checkpoints (torch.distributed.checkpoint): store.py (directories, atomic commit, latest),
+state.py (the Checkpointer the training loop uses), weights.py (safetensors export and init_from)."""

@@ -1,0 +1,49 @@
+"""Bring your own model: `model._target_` builds it, `model.blocks` lists the submodules to chain.
+
+The listed submodules, applied one after another, must compute the model's forward; each is one
+block for pipeline splits. Tensor parallelism comes from `parallel.tp_plan` patterns over the block
+names (`blocks.<index>.<path inside the block>`). Weights are re-initialised after the meta-device
+build by each submodule's own `reset_parameters`, seeded per module name so every layout agrees.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+from hydra.utils import get_method
+from torch import nn
+
+from mpcli.config.schema import ModelConfig
+from mpcli.models.base import StagedModel, TaskSpec, classification_loss, mse_loss
+
+
+class CustomModel(StagedModel):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        module = get_method(str(cfg._target_))(**cfg.kwargs)
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"model._target_={cfg._target_} returned {type(module).__name__}, not an nn.Module"
+            )
+        self.blocks = nn.ModuleDict({str(i): module.get_submodule(path) for i, path in enumerate(cfg.blocks)})
+
+    def all_block_ids(self) -> list[int]:
+        return list(range(len(self.cfg.blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks.values():
+            x = block(x)
+        return x
+
+    def init_weights(self, seed: int) -> None:
+        for name, module in self.named_modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                torch.manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
+                reset()
+
+
+def task(cfg: ModelConfig) -> TaskSpec:
+    loss = classification_loss if cfg.loss == "cross_entropy" else mse_loss
+    return TaskSpec(loss_fn=loss, tokens_per_sample=1, accuracy=cfg.loss == "cross_entropy")

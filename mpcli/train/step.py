@@ -1,0 +1,146 @@
+"""One optimizer step for any layout (pp x dp x tp, any schedule), and evaluation."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.parallel import loss_parallel
+from torch.nn.utils import get_total_norm
+
+from mpcli.config.schema import RunConfig
+from mpcli.data.sampler import GlobalSampler
+from mpcli.models import task_of
+from mpcli.parallel.pipeline import Pipeline, build_pipeline, stage_ranks
+from mpcli.topology import Axis, ParallelDims
+from mpcli.train.optim import build_lr_schedule, build_optimizer
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float | None
+
+
+class Trainer:
+    """This rank's stages, optimizer and step; every rank calls every method (they hold collectives)."""
+
+    def __init__(self, run: RunConfig, *, dims: ParallelDims, device: torch.device) -> None:
+        self.run, self.dims, self.device = run, dims, device
+        self.task = task_of(run.model)
+        self.pipeline: Pipeline = build_pipeline(
+            run.model, run.parallel, dims=dims, device=device, seed=run.train.seed, loss_fn=self.task.loss_fn
+        )
+        self.parts = self.pipeline.parts
+        self.params = [p for part in self.parts for p in part.parameters()]
+        self.optimizer = build_optimizer(self.params, run.train, device_type=device.type)
+        self.lr_schedule = build_lr_schedule(self.optimizer, run.train)
+        # A group of the first and last pipeline rank exists only where the tied pair spans two ranks.
+        self.tied_group = dims.pp_end_groups(last_stage_rank=stage_ranks(run.parallel)[-1])
+        self.bf16 = run.train.precision == "bf16" or (run.train.precision == "auto" and device.type == "cuda")
+        self.loss_parallel = dims.tp > 1 and run.parallel.loss_parallel and run.model.family == "gpt2"
+
+    def _context(self) -> ExitStack:
+        """bf16 autocast and loss_parallel, around forward *and* backward (the schedule does both)."""
+        stack = ExitStack()
+        if self.bf16:
+            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if self.loss_parallel:
+            stack.enter_context(loss_parallel())
+        return stack
+
+    def _sync_tied_grads(self) -> None:
+        """Give both sides of a tied pair the sum of both gradients, so their updates stay identical."""
+        tied = [p for part in self.parts for p in part.tied_pair()]
+        if len(tied) == 2:  # both on this rank (V-shaped schedules)
+            total = tied[0].grad + tied[1].grad
+            for param in tied:
+                param.grad = total.clone()
+        elif tied and self.tied_group is not None:
+            param = tied[0]
+            if isinstance(param, DTensor) and param.grad.placements != param.placements:
+                # The embedding backward may return a replicated gradient for a vocab-sharded table;
+                # the head's is sharded: bring both to the parameter's layout so the shards line up.
+                param.grad = param.grad.redistribute(param.device_mesh, param.placements)
+            dist.all_reduce(_local(param.grad), group=self.tied_group)
+
+    def _clip_grads(self) -> float:
+        """Clip by the global norm over every stage and shard, counting a tied head copy once."""
+        copies = {id(part.head.weight) for part in self.parts if part.head_is_separate_copy}  # type: ignore[union-attr]
+        groups: dict[object, list[torch.Tensor]] = {}
+        for p in self.params:
+            if p.grad is not None and id(p) not in copies:
+                key = (p.grad.device_mesh, p.grad.placements) if isinstance(p.grad, DTensor) else None
+                groups.setdefault(key, []).append(p.grad)
+        squared = torch.zeros((), device=self.device)
+        for grads in groups.values():  # one norm per sharding layout; DTensor norms are global
+            norm = get_total_norm(grads)
+            squared = squared + (norm.full_tensor() if isinstance(norm, DTensor) else norm).float() ** 2
+        if self.dims.pp_enabled:
+            dist.all_reduce(squared, group=self.dims.mesh[Axis.PP].get_group())
+        total = float(squared.sqrt())
+        max_norm = self.run.train.grad_clip
+        if 0 < max_norm < total:
+            # A float factor: multiplying by a plain tensor would mix it with sharded gradients.
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(max_norm / (total + 1e-6))
+        return total
+
+    def _mean_over_ranks(self, values: list[torch.Tensor]) -> float:
+        """Sum of `values` over the ranks that have any, divided by their count, known on every rank."""
+        local = torch.stack([v.detach().float() for v in values]).sum() if values else torch.zeros(())
+        packed = torch.stack([local.to(self.device), torch.tensor(float(len(values)), device=self.device)])
+        dist.all_reduce(packed)
+        return float(packed[0] / packed[1])
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+        """(loss, grad norm) of one optimizer step on this rank's batch."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._context():
+            losses, _ = self.pipeline.step(inputs.to(self.device), targets.to(self.device))
+        self._sync_tied_grads()
+        grad_norm = self._clip_grads()
+        self.optimizer.step()
+        self.lr_schedule.step()
+        return self._mean_over_ranks([_local(loss) for loss in losses]), grad_norm
+
+    def max_memory_gb(self) -> float:
+        """Peak CUDA memory allocated by the busiest rank."""
+        peak = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30, device=self.device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        return float(peak)
+
+    @torch.no_grad()
+    def evaluate(self, sampler: GlobalSampler, batches: int) -> EvalResult:
+        for part in self.parts:
+            part.eval()
+        losses: list[torch.Tensor] = []
+        correct = torch.zeros(2)  # hits, items
+        for i in range(batches):
+            inputs, targets = sampler.batch(i)
+            with self._context():
+                batch_losses, output = self.pipeline.step(
+                    inputs.to(self.device), targets.to(self.device), train=False
+                )
+            losses += [_local(loss) for loss in batch_losses]
+            if output is not None and self.task.accuracy:
+                hits = (_local(output).argmax(-1).cpu() == targets).sum()
+                correct += torch.tensor([float(hits), float(targets.numel())])
+        for part in self.parts:
+            part.train()
+        accuracy = self._accuracy(correct) if self.task.accuracy else None
+        return EvalResult(self._mean_over_ranks(losses), accuracy)
+
+    def _accuracy(self, correct: torch.Tensor) -> float:
+        """Hits / items over the ranks holding the last stage (tp replicas count alike)."""
+        packed = correct.to(self.device)
+        dist.all_reduce(packed)
+        return float(packed[0] / packed[1])
