@@ -72,7 +72,8 @@ class RunProgress:
         new, self._seen = records[self._seen :], len(records)
         for record in new:
             if "eval_loss" in record:
-                self._print(f"step {record['step']}: eval loss {record['eval_loss']:.4f}")
+                accuracy = f", accuracy {record['eval_accuracy']:.1%}" if "eval_accuracy" in record else ""
+                self._print(f"step {record['step']}: eval loss {record['eval_loss']:.4f}{accuracy}")
             elif "loss" in record:
                 self._show_step(record, final=final or record["step"] == self.total_steps)
 
@@ -109,6 +110,8 @@ def summary_table(records: list[dict[str, Any]], run_dir: Path, elapsed_s: float
             table.add_row("peak memory (rank 0)", f"{steps[-1]['max_mem_gb']:.2f} GB")
     if evals:
         table.add_row("eval loss", f"{evals[-1]['eval_loss']:.4f}")
+        if "eval_accuracy" in evals[-1]:
+            table.add_row("eval accuracy", f"{evals[-1]['eval_accuracy']:.1%}")
     table.add_row("time", f"{elapsed_s:.1f} s")
     table.add_row("run directory", str(run_dir))
     return table

@@ -73,7 +73,7 @@ def model_tensors(cfg: ModelConfig) -> dict[str, torch.Tensor]:
 
 def check_checkpoint(path: Path, cfg: ModelConfig, *, source: str) -> None:
     """Before launch: `path` holds a model of this shape."""
-    check_shapes(store.tensors(path, MODEL), model_tensors(cfg), source=source)
+    check_shapes(store.tensors(path), model_tensors(cfg), source=source)
 
 
 # ---- Hugging Face GPT-2 ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -83,17 +84,10 @@ def inspect(
     for name, info in shown.items():
         table.add_row(name, str(list(info.shape)), str(info.dtype).removeprefix("torch."))
     console.print(table)
-    params = sum(_numel(v.shape) for k, v in tensors.items() if k.startswith(store.MODEL))
+    params = sum(math.prod(v.shape) for k, v in tensors.items() if k.startswith(store.MODEL))
     others = len(tensors) - len(shown)
     tail = f"; {others} optimizer/RNG tensors not shown (--all)" if others else ""
     console.print(f"{params / 1e6:.2f} M model parameters{tail}", highlight=False)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 @app.command()

@@ -74,6 +74,66 @@ BAD_INPUTS = [
     case("nnodes-no-rdzv", ["topology.nnodes=2"], "topology.rdzv_endpoint", "nnodes > 1"),
     case("bad-schedule", ["parallel.schedule=zigzag"], "parallel.schedule=zigzag", "gpipe"),
     case("delete-schema-key", ["~train.steps"], "train.steps", "cannot be removed"),
+    # Tensor parallel, schedules and families.
+    case("tp-heads", ["parallel.pp=1", "parallel.tp=3"], "model.n_head=4", "divisible by parallel.tp=3"),
+    case(
+        "sp-seq-len",
+        ["parallel.tp=2", "parallel.sequence_parallel=true", "model.seq_len=33"],
+        "model.seq_len=33",
+        "parallel.tp=2",
+    ),
+    case("tp-world-gpus", ["parallel.tp=2"], "pp x dp x tp = 4", "needs 4 GPUs", gpus=2),
+    case("virtual-single", ["parallel.virtual_stages=2"], "parallel.virtual_stages=2", "one stage per rank"),
+    case(
+        "virtual-missing", ["parallel.schedule=interleaved-1f1b"], "parallel.virtual_stages=1", "interleaves"
+    ),
+    case(
+        "v-needs-two",
+        ["parallel.schedule=zbv", "parallel.virtual_stages=3", "model.n_layer=6"],
+        "parallel.virtual_stages=3",
+        "exactly 2",
+    ),
+    case(
+        "virtual-stages>blocks",
+        ["parallel.schedule=looped-bfs", "parallel.virtual_stages=3"],
+        "parallel.pp=2",
+        "more pipeline stages (6)",
+    ),
+    case(
+        "interleaved-microbatches",
+        ["parallel.schedule=interleaved-1f1b", "parallel.virtual_stages=2", "parallel.microbatches=3"],
+        "parallel.microbatches=3",
+        "multiple of pp=2",
+    ),
+    case(
+        "split-vs-virtual",
+        ["parallel.schedule=zbv", "parallel.virtual_stages=2", "parallel.split=[2,2]"],
+        "parallel.split",
+        "(4 stages)",
+    ),
+    case("balance-mode", ["parallel.balance=magic"], "parallel.balance=magic", "flops"),
+    case("tp-style", ["+parallel.tp_plan.head=diagonal"], "parallel.tp_plan.head=diagonal", "colwise"),
+    case(
+        "cnn-tp",
+        ["model=cnn-small", "data=shapes", "parallel.pp=1", "parallel.tp=2"],
+        "parallel.tp",
+        "cnn family has no tensor-parallel plan",
+    ),
+    case(
+        "sp-not-gpt2",
+        ["model=mlp-small", "data=synthetic", "parallel.sequence_parallel=true"],
+        "parallel.sequence_parallel",
+        "model.family=mlp",
+    ),
+    case("family-data", ["model=cnn-small"], "data.name=bytes-corpus", "trains on shapes"),
+    case("custom-target", ["model.family=custom", "model.blocks=[a]"], "model._target_", "required"),
+    case("custom-blocks", ["model.family=custom", "model._target_=x.y"], "model.blocks", "submodules"),
+    case(
+        "custom-tp-plan",
+        ["model.family=custom", "model._target_=x.y", "model.blocks=[a,b]", "parallel.pp=1", "parallel.tp=2"],
+        "parallel.tp_plan",
+        "custom model needs a plan",
+    ),
 ]
 
 
