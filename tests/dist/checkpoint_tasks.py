@@ -29,11 +29,11 @@ CASES = "cases.json"
 
 def case_run(run: RunConfig, case: dict[str, Any]) -> RunConfig:
     """The base run under a case's layout; dp layouts shrink microbatches to keep the global batch."""
-    pp, dp = case["pp"], case["dp"]
+    pp, dp, tp = case["pp"], case["dp"], case.get("tp", 1)
     train_cfg = replace(run.train, microbatch_size=run.train.microbatch_size // dp, **case["train"])
     return replace(
         run,
-        parallel=replace(run.parallel, pp=pp, dp=dp, schedule=case["schedule"]),
+        parallel=replace(run.parallel, pp=pp, dp=dp, tp=tp, schedule=case["schedule"]),
         train=train_cfg,
         checkpoint=replace(run.checkpoint, **case.get("checkpoint", {})),
         model=replace(run.model, init_from=case.get("init_from")),
@@ -56,7 +56,8 @@ def _dump_initial_params(run: RunConfig, dims: ParallelDims, device: torch.devic
 def run_cases(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> None:
     for case in json.loads((run_dir / CASES).read_text()):
         crun = case_run(run, case)
-        cdims = ParallelDims(pp=case["pp"], dp=case["dp"], device_type=device.type)
+        p = crun.parallel
+        cdims = ParallelDims(pp=p.pp, dp=p.dp, tp=p.tp, device_type=device.type)
         out = run_dir / case["name"]
         out.mkdir(exist_ok=True)
         if case.get("params_only"):

@@ -86,7 +86,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     opts = list(OPTIMIZERS)
     _in_process(root, [_case(f"{o}-ref", 1, 1, "1f1b", o) for o in opts])
     weights.export(root / "sgd-ref", root / "ref.safetensors")
-    _spawned(root, 4, [_case(f"{o}-pp2dp2", 2, 2, "gpipe", o) for o in opts])
+    _spawned(root, 4, [
+        *[_case(f"{o}-pp2dp2", 2, 2, "gpipe", o) for o in opts],
+        _case("sgd-pp2tp2", 2, 1, "1f1b", "sgd", tp=2),
+    ])  # fmt: skip
     _spawned(root, 2, [
         *[_case(f"{o}-pp2", 2, 1, "1f1b", o) for o in opts],
         *[_case(f"{o}-dp2", 1, 2, "1f1b", o) for o in opts],
@@ -94,6 +97,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
           for o in opts],
         *[_case(f"{o}-pp2dp2-to-dp2", 1, 2, "1f1b", o, checkpoint={"resume": _step(root, f"{o}-pp2dp2")})
           for o in opts],
+        _case("sgd-tp2", 1, 1, "1f1b", "sgd", tp=2),
+        _case("sgd-pp2tp2-to-dp2", 1, 2, "1f1b", "sgd", checkpoint={"resume": _step(root, "sgd-pp2tp2")}),
         _case("sgd-pp2-async", 2, 1, "1f1b", "sgd", checkpoint={"async_save": True}),
         _case("init-pp2", 2, 1, "1f1b", "sgd", init_from=str(root / "ref.safetensors"), params_only=True),
         _case("init-dp2", 1, 2, "1f1b", "sgd", init_from=str(root / "ref.safetensors"), params_only=True),
@@ -104,6 +109,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *[_case(f"{o}-dp2-to-dp1", 1, 1, "1f1b", o, checkpoint={"resume": _step(root, f"{o}-dp2")})
           for o in opts],
         _case("sgd-async-to-pp1", 1, 1, "gpipe", "sgd", checkpoint={"resume": _step(root, "sgd-pp2-async")}),
+        _case("sgd-tp2-to-pp1", 1, 1, "1f1b", "sgd", checkpoint={"resume": _step(root, "sgd-tp2")}),
     ])  # fmt: skip
     return root
 
@@ -134,6 +140,15 @@ def test_resume_under_another_layout_continues_the_loss_curve(runs: Path, case: 
     for rank_losses in losses(runs, f"{opt}-{case}"):
         assert len(rank_losses) == STEPS - K  # it started at step K, not 0
         torch.testing.assert_close(rank_losses, ref[K:], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["tp2", "pp2tp2", "tp2-to-pp1", "pp2tp2-to-dp2"])
+def test_tensor_parallel_checkpoints_reshard(runs: Path, case: str) -> None:
+    """Sharded (DTensor) parameters save and load into layouts without tensor parallelism."""
+    ref = reference(runs, "sgd")
+    for rank_losses in losses(runs, f"sgd-{case}"):
+        torch.testing.assert_close(rank_losses, ref[-len(rank_losses) :], rtol=0, atol=1e-5)
+        assert len(rank_losses) == (STEPS - K if "-to-" in case else STEPS)
 
 
 def test_async_saves_are_committed_and_resume(runs: Path) -> None:
