@@ -103,6 +103,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _case("init-pp2", 2, 1, "1f1b", "sgd", init_from=str(root / "ref.safetensors"), params_only=True),
         _case("init-dp2", 1, 2, "1f1b", "sgd", init_from=str(root / "ref.safetensors"), params_only=True),
     ])  # fmt: skip
+    # tp2 -> pp2 needs the tp2 checkpoint from the spawn above: one more (small) spawn.
+    _spawned(root, 2, [
+        _case("sgd-tp2-to-pp2", 2, 1, "1f1b", "sgd", checkpoint={"resume": _step(root, "sgd-tp2")}),
+    ])  # fmt: skip
     _in_process(root, [
         *[_case(f"{o}-pp2-to-pp1", 1, 1, "1f1b", o, checkpoint={"resume": _step(root, f"{o}-pp2")})
           for o in opts],
@@ -142,7 +146,7 @@ def test_resume_under_another_layout_continues_the_loss_curve(runs: Path, case: 
         torch.testing.assert_close(rank_losses, ref[K:], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["tp2", "pp2tp2", "tp2-to-pp1", "pp2tp2-to-dp2"])
+@pytest.mark.parametrize("case", ["tp2", "pp2tp2", "tp2-to-pp1", "tp2-to-pp2", "pp2tp2-to-dp2"])
 def test_tensor_parallel_checkpoints_reshard(runs: Path, case: str) -> None:
     """Sharded (DTensor) parameters save and load into layouts without tensor parallelism."""
     ref = reference(runs, "sgd")
