@@ -21,6 +21,7 @@ TP_STYLES = ("colwise", "rowwise", "embedding", "head", "sequence_parallel", "ga
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "sgd")
+ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
 DATASETS = ("bytes-corpus", "tokens", "shapes", "synthetic")
 MODEL_FAMILIES = ("gpt2", "mlp", "cnn", "custom")
 
@@ -112,6 +113,10 @@ class TrainConfig:
     eval_batches: int = 4
     # Peak dense bf16 TFLOP/s per device for MFU; null = look the GPU up in a table.
     peak_tflops: float | None = None
+    # torch.compile each block (in place: parameter names stay); worth it on GPU, slow to start on CPU.
+    compile: bool = False
+    # Recompute block activations in backward: none, full (every block), selective (every other block).
+    activation_checkpointing: str = "none"
     # Steps whose per-rank forward/backward times go to run_dir/timeline/ (for `mpcli report`),
     # recorded after one warm-up step; 0 = off.
     timeline_steps: int = 3

@@ -22,6 +22,11 @@ def resolve_device(device: str, cuda_devices: int) -> str:
     return device
 
 
+def bf16_enabled(precision: str, device_type: str) -> bool:
+    """`auto` means bf16 autocast on CUDA and float32 elsewhere."""
+    return precision == "bf16" or (precision == "auto" and device_type == "cuda")
+
+
 def _check_topology(run: RunConfig, cuda_devices: int) -> None:
     t = run.topology
     _one_of("topology.device", t.device, schema.DEVICES)
@@ -65,6 +70,7 @@ def _check_train(run: RunConfig) -> None:
         _positive(f"train.{key}", getattr(t, key), zero_ok=True)
     _one_of("train.optimizer", t.optimizer, schema.OPTIMIZERS)
     _one_of("train.precision", t.precision, schema.PRECISIONS)
+    _one_of("train.activation_checkpointing", t.activation_checkpointing, schema.ACTIVATION_CHECKPOINTING)
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio}: must be in [0, 1]")
     if t.peak_tflops is not None:

@@ -15,10 +15,12 @@ import torch
 from torch.distributed.pipelining import PipelineStage
 from torch.distributed.pipelining import schedules as torch_schedules
 
-from mpcli.config.schema import V_SCHEDULES, ModelConfig, ParallelConfig
+from mpcli.config.schema import V_SCHEDULES, ModelConfig, ParallelConfig, TrainConfig
+from mpcli.config.validate import bf16_enabled
 from mpcli.models import build_model, materialize, n_blocks
 from mpcli.models.base import LossFn, StagedModel
 from mpcli.parallel.data import apply_dp
+from mpcli.parallel.speed import apply_activation_checkpointing, compile_blocks
 from mpcli.parallel.tensor import apply_tp
 from mpcli.topology import Axis, ParallelDims
 
@@ -95,17 +97,17 @@ class Pipeline:
 def _build_stage(
     model_cfg: ModelConfig,
     parallel: ParallelConfig,
+    train: TrainConfig,
     blocks: list[int],
     *,
     first: bool,
     last: bool,
     dims: ParallelDims,
     device: torch.device,
-    seed: int,
 ) -> StagedModel:
     model = build_model(model_cfg)
     model.keep_stage(blocks, first=first, last=last)
-    materialize(model, device, seed)
+    materialize(model, device, train.seed)
     if dims.tp > 1:
         plan = {**model.tp_plan(parallel.sequence_parallel), **parallel.tp_plan}
         apply_tp(
@@ -116,18 +118,22 @@ def _build_stage(
             loss_parallel=parallel.loss_parallel,
         )
         model.tie_weights()  # sharding replaced the tied parameter on one side
+    apply_activation_checkpointing(model.blocks, train.activation_checkpointing)
+    if train.compile:
+        compile_blocks(model.blocks)
     if dims.dp_enabled:
-        apply_dp(model, dims.mesh[Axis.DP])
+        bf16 = bf16_enabled(train.precision, device.type)
+        apply_dp(model, dims.mesh[Axis.DP], bf16=bf16, microbatches=parallel.microbatches)
     return model
 
 
 def build_pipeline(
     model_cfg: ModelConfig,
     parallel: ParallelConfig,
+    train: TrainConfig,
     *,
     dims: ParallelDims,
     device: torch.device,
-    seed: int,
     loss_fn: LossFn,
 ) -> Pipeline:
     total = num_stages(parallel)
@@ -138,8 +144,8 @@ def build_pipeline(
     parts, stages = [], []
     for index in mine:
         part = _build_stage(
-            model_cfg, parallel, blocks[index], first=index == 0, last=index == total - 1,
-            dims=dims, device=device, seed=seed,
+            model_cfg, parallel, train, blocks[index], first=index == 0, last=index == total - 1,
+            dims=dims, device=device,
         )  # fmt: skip
         parts.append(part)
         stages.append(PipelineStage(part, index, total, device, group=pp_group))

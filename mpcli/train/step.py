@@ -12,6 +12,7 @@ from torch.distributed.tensor.parallel import loss_parallel
 from torch.nn.utils import get_total_norm
 
 from mpcli.config.schema import RunConfig
+from mpcli.config.validate import bf16_enabled
 from mpcli.data.sampler import GlobalSampler
 from mpcli.models import task_of
 from mpcli.parallel.pipeline import Pipeline, build_pipeline, stage_ranks
@@ -36,7 +37,7 @@ class Trainer:
         self.run, self.dims, self.device = run, dims, device
         self.task = task_of(run.model)
         self.pipeline: Pipeline = build_pipeline(
-            run.model, run.parallel, dims=dims, device=device, seed=run.train.seed, loss_fn=self.task.loss_fn
+            run.model, run.parallel, run.train, dims=dims, device=device, loss_fn=self.task.loss_fn
         )
         self.parts = self.pipeline.parts
         self.params = [p for part in self.parts for p in part.parameters()]
@@ -44,7 +45,7 @@ class Trainer:
         self.lr_schedule = build_lr_schedule(self.optimizer, run.train)
         # A group of the first and last pipeline rank exists only where the tied pair spans two ranks.
         self.tied_group = dims.pp_end_groups(last_stage_rank=stage_ranks(run.parallel)[-1])
-        self.bf16 = run.train.precision == "bf16" or (run.train.precision == "auto" and device.type == "cuda")
+        self.bf16 = bf16_enabled(run.train.precision, device.type)
         self.loss_parallel = dims.tp > 1 and run.parallel.loss_parallel and run.model.family == "gpt2"
 
     def _context(self) -> ExitStack:

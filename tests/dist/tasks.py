@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from mpcli.config.schema import RunConfig
+from mpcli.parallel.speed import plain_name
 from mpcli.topology import ParallelDims
 from mpcli.train.loop import _samplers
 from mpcli.train.step import Trainer
@@ -39,6 +40,7 @@ class Layout:
     virtual_stages: int = 1
     sequence_parallel: bool = False
     loss_parallel: bool = True
+    activation_checkpointing: str = "none"
 
     @property
     def world(self) -> int:
@@ -50,6 +52,7 @@ class Layout:
         parts += [f"v{self.virtual_stages}"] if self.virtual_stages > 1 else []
         parts += ["sp"] if self.sequence_parallel else []
         parts += ["nolp"] if self.tp > 1 and not self.loss_parallel else []
+        parts += [f"ac-{self.activation_checkpointing}"] if self.activation_checkpointing != "none" else []
         return "-".join(parts)
 
 
@@ -82,6 +85,9 @@ LAYOUTS: list[Layout] = [
     Layout(pp=2, dp=2, schedule="1f1b"),
     Layout(family="mlp", pp=2, tp=2, schedule="zbv", virtual_stages=2),
     Layout(pp=2, dp=2, tp=2, schedule="1f1b", sequence_parallel=True),
+    # Activation checkpointing recomputes; results must not change.
+    Layout(pp=2, schedule="1f1b", activation_checkpointing="full"),
+    Layout(tp=2, sequence_parallel=True, activation_checkpointing="selective"),
 ]
 
 
@@ -106,7 +112,11 @@ def case_run(run: RunConfig, layout: Layout) -> RunConfig:
             virtual_stages=layout.virtual_stages, sequence_parallel=layout.sequence_parallel,
             loss_parallel=layout.loss_parallel,
         ),
-        train=replace(base.train, microbatch_size=base.train.microbatch_size // layout.dp),
+        train=replace(
+            base.train,
+            microbatch_size=base.train.microbatch_size // layout.dp,
+            activation_checkpointing=layout.activation_checkpointing,
+        ),
     )  # fmt: skip
 
 
@@ -119,7 +129,7 @@ def parity_task(run: RunConfig, *, dims: ParallelDims, device: torch.device, run
         train_data, eval_data = _samplers(case, case_dims)
         losses = [trainer.train_step(*train_data.batch(step))[0] for step in range(STEPS)]
         evaluation = trainer.evaluate(eval_data, 1)
-        params = {name: _full(p) for part in trainer.parts for name, p in part.named_parameters()}
+        params = {plain_name(name): _full(p) for part in trainer.parts for name, p in part.named_parameters()}
         out = run_dir / f"{layout.name}.rank{dist.get_rank()}.pt"
         result = {"losses": losses, "eval_loss": evaluation.loss, "accuracy": evaluation.accuracy}
         torch.save({**result, "params": params}, out)

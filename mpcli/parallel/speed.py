@@ -1,0 +1,33 @@
+"""Activation checkpointing and per-block compilation of one pipeline stage.
+
+Applied after tensor parallelism (they wrap the sharded blocks) and before FSDP2 (which must see the
+final modules). Parameter names stay those of the plain model: `Module.compile()` compiles in place,
+and torch's checkpoint wrapper strips its own prefix from state dicts.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+CHECKPOINT_PREFIX = "_checkpoint_wrapped_module."
+
+
+def apply_activation_checkpointing(blocks: nn.ModuleDict, mode: str) -> None:
+    """full: every block recomputes its activations in backward; selective: every other block."""
+    if mode == "none":
+        return
+    for key in list(blocks):
+        if mode == "full" or int(key) % 2 == 0:
+            blocks[key] = checkpoint_wrapper(blocks[key], checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+
+
+def compile_blocks(blocks: nn.ModuleDict) -> None:
+    """torch.compile each block: identical blocks share one compiled graph."""
+    for block in blocks.values():
+        block.compile()
+
+
+def plain_name(name: str) -> str:
+    """A parameter name without the checkpoint wrapper's prefix."""
+    return name.replace(CHECKPOINT_PREFIX, "")

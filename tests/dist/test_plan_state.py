@@ -1,0 +1,27 @@
+"""The plan's parameter, gradient and optimizer bytes equal what each rank holds under tp x FSDP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mpcli.estimate.memory import state_bytes
+from mpcli.estimate.profile import profile_model
+from mpcli.estimate.stages import build_stages
+from mpcli.launch import launch
+from tests.conftest import tiny_run
+from tests.dist.plan_tasks import state_task
+
+pytestmark = pytest.mark.dist
+
+
+def test_sharded_state_matches_every_rank(tmp_path: Path) -> None:
+    run = tiny_run("parallel.pp=1", "parallel.tp=2", "parallel.dp=2", "train.optimizer=adamw",
+                   "parallel.microbatches=2", "train.microbatch_size=1", "data.size=200")  # fmt: skip
+    (stage,) = build_stages(run, profile_model(run))
+    params, grads, optimizer, _ = state_bytes(stage, dp=2, optimizer="adamw")
+    results = launch(run, tmp_path, task=state_task)
+    assert sorted(results) == [0, 1, 2, 3]
+    for rank, real in results.items():
+        assert real == {"params": params, "grads": grads, "optimizer": optimizer}, rank
