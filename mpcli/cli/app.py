@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mpcli.cli import checkpoint, config, recipes, report, train
+from mpcli.cli import checkpoint, config, plan, recipes, report, train
 
 app = typer.Typer(
     name="mpcli",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(context_settings={"allow_interspersed_args": True})(train.train)
+app.command(context_settings={"allow_interspersed_args": True})(plan.plan)
 app.add_typer(config.app, name="config")
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(checkpoint.app, name="checkpoint")

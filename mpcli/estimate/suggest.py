@@ -1,0 +1,91 @@
+"""`mpcli plan --suggest`: layouts that fit the given GPUs, best estimated throughput first.
+
+Candidates use every GPU (pp x tp x dp = GPUs per node x nodes) and keep the config's global batch
+(microbatch_size x microbatches x dp sequences): for each degree split, each schedule (multi-stage
+ones with 2 stages per rank) and each microbatch count M >= pp that divides the batch of one data
+parallel replica, the microbatch size is the rest. Tensor parallel layouts turn sequence parallelism on
+for GPT-2 when the sequence divides (it saves activation memory for the same communication).
+Every candidate goes through the same checks as `mpcli train` (validate), so tp is only tried where the
+family and its heads allow. A candidate fits when its busiest rank's peak is at most
+`CostModel.headroom` x `--gpu-mem`; fitting candidates are ranked by the step-time model (layout.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from mpcli.config.schema import MULTI_STAGE_SCHEDULES, RunConfig
+from mpcli.config.validate import validate
+from mpcli.errors import ConfigError
+from mpcli.estimate.layout import CostModel, LayoutEstimate, estimate
+from mpcli.estimate.profile import ModelProfile
+from mpcli.models import task_of
+
+GiB = 2**30
+
+
+@dataclass
+class Suggestion:
+    estimate: LayoutEstimate
+    step_time: float
+    tokens_per_s: float
+
+    @property
+    def run(self) -> RunConfig:
+        return self.estimate.run
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _schedules(pp: int) -> list[tuple[str, int]]:
+    """(schedule, stages per rank) worth trying at this pipeline degree."""
+    if pp == 1:
+        return [("1f1b", 1)]
+    return [("gpipe", 1), ("1f1b", 1), *((name, 2) for name in MULTI_STAGE_SCHEDULES)]
+
+
+def candidates(run: RunConfig, world: int) -> Iterator[RunConfig]:
+    """Every layout of `world` ranks keeping `run`'s global batch (not yet validated)."""
+    p, t = run.parallel, run.train
+    global_batch = t.microbatch_size * p.microbatches * p.dp
+    for tp in divisors(world):
+        for pp in divisors(world // tp):
+            dp = world // (tp * pp)
+            if global_batch % dp:
+                continue
+            for schedule, virtual in _schedules(pp):
+                for m in (m for m in divisors(global_batch // dp) if m >= pp or pp == 1):
+                    parallel = replace(
+                        p, pp=pp, tp=tp, dp=dp, schedule=schedule, virtual_stages=virtual, microbatches=m,
+                        split=None, sequence_parallel=tp > 1 and run.model.family == "gpt2"
+                        and run.model.seq_len % tp == 0,
+                    )  # fmt: skip
+                    train = replace(t, microbatch_size=global_batch // (dp * m))
+                    yield replace(run, parallel=parallel, train=train)
+
+
+def suggest(
+    run: RunConfig, profile: ModelProfile, *, gpus: int, gpu_mem_gib: float, cost: CostModel, bf16: bool
+) -> tuple[list[Suggestion], int, int]:
+    """(fitting layouts best first, candidates rejected by validation, candidates that do not fit)."""
+    world = gpus * run.topology.nnodes
+    topology = replace(run.topology, nproc_per_node=None)
+    tokens_per_sample = task_of(run.model).tokens_per_sample
+    fits, invalid, too_big = [], 0, 0
+    for candidate in candidates(replace(run, topology=topology), world):
+        try:
+            validate(candidate, cuda_devices=gpus)
+        except ConfigError:
+            invalid += 1
+            continue
+        layout = estimate(candidate, profile, bf16=bf16)
+        if layout.peak > cost.headroom * gpu_mem_gib * GiB:
+            too_big += 1
+            continue
+        step = layout.step_time(cost)
+        fits.append(Suggestion(layout, step, layout.samples_per_step() * tokens_per_sample / step))
+    fits.sort(key=lambda s: (-s.tokens_per_s, s.estimate.peak))
+    return fits, invalid, too_big

@@ -1,0 +1,186 @@
+"""`mpcli plan`'s estimates against real tensors: parameters, gradients, optimizer state, sharding,
+GPT-2's activation formula, and the schedule model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd.graph import saved_tensors_hooks
+
+from mpcli.config.compose import compose
+from mpcli.config.schema import ModelConfig, RunConfig
+from mpcli.estimate import gpt2
+from mpcli.estimate.layout import estimate
+from mpcli.estimate.memory import state_bytes
+from mpcli.estimate.profile import profile_model
+from mpcli.estimate.schedule import bubble_fraction, chunks_in_flight
+from mpcli.estimate.stages import build_stages
+from mpcli.models import build_model, materialize, task_of
+from mpcli.models.gpt2 import GPT2, Block
+from mpcli.parallel.partition import flop_costs
+from mpcli.train.optim import build_optimizer
+from tests.conftest import tiny_run
+
+FAMILIES = {
+    "gpt2": [],
+    "mlp": ["model.family=mlp", "model.d_model=32", "model.in_features=16", "data.name=synthetic"],
+    "cnn": ["model.family=cnn", "model.channels=8", "model.image_size=16", "data.name=shapes"],
+}
+
+
+def _real_stage_state(run: RunConfig, blocks: list[int], *, first: bool, last: bool) -> tuple[int, int, int]:
+    """Bytes of parameters, gradients and AdamW state of a stage built and trained for real on CPU."""
+    model = build_model(run.model)
+    model.keep_stage(blocks, first=first, last=last)
+    materialize(model, torch.device("cpu"), seed=0)
+    params = list(model.parameters())  # each tensor once (a tied pair on one stage is one)
+    from mpcli.parallel.partition import _example_batch
+
+    inputs, targets = _example_batch(run)
+    if not first:  # a later stage takes the previous stage's activations
+        inputs = _stage_input(run, blocks[0], inputs)
+    out = model(inputs)
+    (task_of(run.model).loss_fn(out, targets) if last else out.square().mean()).backward()
+    optimizer = build_optimizer(params, run.train, device_type="cpu")
+    optimizer.step()
+    states = [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    return nbytes(params), nbytes([p.grad for p in params if p.grad is not None]), nbytes(states)
+
+
+def _stage_input(run: RunConfig, first_block: int, inputs: torch.Tensor) -> torch.Tensor:
+    model = build_model(run.model)
+    model.keep_stage(list(range(first_block)), first=True, last=False)
+    materialize(model, torch.device("cpu"), seed=0)
+    with torch.no_grad():
+        return model(inputs)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_parameters_gradients_optimizer_match_real_stages(family: str) -> None:
+    run = tiny_run("parallel.pp=2", "train.optimizer=adamw", *FAMILIES[family])
+    stages = build_stages(run, profile_model(run))
+    for stage in stages:
+        real = _real_stage_state(run, stage.blocks, first=stage.first, last=stage.last)
+        assert state_bytes(stage, dp=1, optimizer="adamw", bf16=False)[:3] == real, stage.index
+
+
+def test_a_tied_head_counts_once_on_one_stage_and_twice_across_two() -> None:
+    one = build_stages(tiny_run("parallel.pp=1"), profile_model(tiny_run("parallel.pp=1")))
+    two = build_stages(tiny_run("parallel.pp=2"), profile_model(tiny_run("parallel.pp=2")))
+    vocab_by_d = 256 * 32
+    assert sum(s.n_params for s in two) == sum(s.n_params for s in one) + vocab_by_d
+
+
+def test_tensor_and_fsdp_sharding_follow_the_plan() -> None:
+    run = tiny_run("parallel.pp=1", "parallel.tp=2", "parallel.dp=2")
+    (stage,) = build_stages(run, profile_model(run))
+    shapes = {p.info.name: p.tp_shape for p in stage.params}
+    assert shapes["blocks.0.attn.q.weight"] == (16, 32)  # column-wise: output features split
+    assert shapes["blocks.0.attn.q.bias"] == (16,)
+    assert shapes["blocks.0.attn.proj.weight"] == (32, 16)  # row-wise: input features split
+    assert shapes["blocks.0.attn.proj.bias"] == (32,)  # added after the reduction: replicated
+    assert shapes["blocks.0.ln_1.weight"] == (32,)  # norms stay whole
+    assert shapes["wte.weight"] == (128, 32)  # vocabulary-sharded embedding, tied to the head
+    assert "head.weight" not in shapes
+    fsdp = {p.info.name: p.dp_numel(2) for p in stage.params}
+    assert fsdp["blocks.0.attn.q.weight"] == 8 * 32 and fsdp["blocks.0.attn.proj.bias"] == 16
+    odd = next(p for p in stage.params if p.info.name == "wpe.weight")
+    assert odd.tp_shape == (8, 32)  # position embedding: sharded over tp like the token embedding
+    assert odd.dp_numel(3) == 3 * 32  # 8 rows over 3 ranks: padded to 3 each, as FSDP2 allocates
+
+
+def _saved_activation_bytes(module: torch.nn.Module, run: callable) -> int:
+    """Bytes a real CPU forward saves for backward: each storage once, parameters and their casts out."""
+    param_shapes = {tuple(p.shape) for p in module.parameters()} | {
+        tuple(p.shape[::-1]) for p in module.parameters()
+    }
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        is_weight = t.dim() == 2 and tuple(t.shape) in param_shapes and t.dtype == torch.bfloat16
+        if not is_weight and t.data_ptr() not in {p.data_ptr() for p in module.parameters()}:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_gpt2_block_formula_matches_what_a_real_block_saves(bf16: bool) -> None:
+    cfg = ModelConfig(n_layer=1, n_head=4, d_model=64, seq_len=32, vocab=256)
+    block = Block(cfg)
+    x = torch.randn(3, 32, 64, requires_grad=True)
+
+    def forward() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            block(x)
+
+    expected = gpt2.block_bytes(gpt2.shapes(cfg, microbatch_size=3, tp=1, sp=False, bf16=bf16))
+    assert _saved_activation_bytes(block, forward) == expected
+
+
+def test_gpt2_last_stage_formula_matches_a_real_head_and_loss() -> None:
+    cfg = ModelConfig(n_layer=1, n_head=4, d_model=64, seq_len=32, vocab=256)
+    model = GPT2(cfg).to_empty(device="cpu")
+    model.keep_stage([], first=False, last=True)
+    x = torch.randn(3, 32, 64, requires_grad=True)
+    targets = torch.randint(0, 256, (3, 32))
+    run = lambda: task_of(cfg).loss_fn(model(x), targets)  # noqa: E731
+    shapes = gpt2.shapes(cfg, microbatch_size=3, tp=1, sp=False, bf16=False)
+    expected = gpt2.last_bytes(shapes, loss_parallel=True)
+    assert _saved_activation_bytes(model, run) == expected
+
+
+def test_profile_flops_are_partitions_costs() -> None:
+    run = tiny_run()
+    ours, theirs = profile_model(run).flop_costs(run.train.microbatch_size), flop_costs(run)
+    assert ours.blocks == pytest.approx(theirs.blocks)
+    assert ours.last == pytest.approx(theirs.last)
+
+
+def test_schedule_model() -> None:
+    run = tiny_run("parallel.pp=4", "parallel.microbatches=8")
+    p = run.parallel
+    assert [chunks_in_flight(p, r) for r in range(4)] == [[4], [3], [2], [1]]
+    assert bubble_fraction(p) == pytest.approx(3 / 11)
+    gpipe = tiny_run("parallel.pp=4", "parallel.microbatches=8", "parallel.schedule=gpipe").parallel
+    assert chunks_in_flight(gpipe, 3) == [8] and bubble_fraction(gpipe) == pytest.approx(3 / 11)
+    inter = tiny_run(
+        "parallel.pp=2", "parallel.microbatches=4", "parallel.schedule=interleaved-1f1b",
+        "parallel.virtual_stages=2",
+    ).parallel  # fmt: skip
+    # torch's warm-up: (v - 1) pp + 2 (pp - 1 - r) forwards, then one more before the first backward.
+    assert [sum(chunks_in_flight(inter, r)) for r in range(2)] == [5, 3]
+    assert bubble_fraction(inter) == pytest.approx(0.5 / 4.5)
+
+
+def test_memory_grows_with_microbatches_held_and_fsdp_shards_the_optimizer() -> None:
+    base = compose("gpt2-pipeline", ["model=gpt2-small", "parallel.pp=2"])
+    profile = profile_model(base)
+    one_f = estimate(base, profile, bf16=True)
+    gpipe_run = compose("gpt2-pipeline", ["model=gpt2-small", "parallel.schedule=gpipe"])
+    gpipe = estimate(gpipe_run, profile, bf16=True)
+    assert one_f.memory[0].activations * 4 == gpipe.memory[0].activations  # 2 of 8 microbatches held
+    dp = estimate(compose("gpt2-pipeline", ["model=gpt2-small", "parallel.dp=2"]), profile, bf16=True)
+    assert dp.memory[0].optimizer == pytest.approx(one_f.memory[0].optimizer / 2, rel=1e-3)
+    # Gathered bf16 parameters (FSDP2's mixed-precision policy) + float32 gradient accumulators.
+    assert dp.memory[0].unsharded == pytest.approx(1.5 * one_f.memory[0].params)
+    assert dp.memory[0].casts == 0 and one_f.memory[0].casts > 0
+
+
+def test_activation_checkpointing_keeps_block_inputs() -> None:
+    overrides = ["model=gpt2-small", "parallel.pp=2"]
+    profile = profile_model(compose("gpt2-pipeline", overrides))
+    plain = estimate(compose("gpt2-pipeline", overrides), profile, bf16=True).memory[0]
+    full = estimate(
+        compose("gpt2-pipeline", [*overrides, "train.activation_checkpointing=full"]), profile, bf16=True
+    )
+    selective = compose("gpt2-pipeline", [*overrides, "train.activation_checkpointing=selective"])
+    half = estimate(selective, profile, bf16=True).memory[0]
+    assert full.memory[0].activations == plain.checkpointed < half.activations < plain.activations
+    # 2 microbatches x 6 blocks x the fp32 residual stream (4 x 1024 x 768), + one block recomputed.
+    block_input = 4 * 4 * 1024 * 768
+    assert plain.checkpointed - 2 * 6 * block_input == pytest.approx(plain.working, rel=0.01)
