@@ -13,6 +13,7 @@ from mpcli.checkpoint.state import Checkpointer
 from mpcli.config.schema import RunConfig
 from mpcli.data.datasets import load_datasets
 from mpcli.data.sampler import GlobalSampler
+from mpcli.models import build_model
 from mpcli.topology import Axis, ParallelDims
 from mpcli.train.metrics import MetricsWriter, mfu, peak_tflops
 from mpcli.train.step import EvalResult, Trainer
@@ -49,7 +50,8 @@ class Reporter:
         self.tokens_per_step = samples_per_step * trainer.task.tokens_per_sample
         self.cuda = trainer.device.type == "cuda"
         self.peak = peak_tflops(trainer.device.type, run.train.peak_tflops)
-        self.flops_per_sample = trainer.parts[0].flops_per_sample()
+        # The whole model's FLOPs (a stage's parts hold only its own parameters): a meta build is free.
+        self.flops_per_sample = build_model(run.model).flops_per_sample()
         self.writer = MetricsWriter(run_dir / "metrics.jsonl") if dist.get_rank() == 0 else None
 
     def step(self, done: int, *, loss: float, lr: float, grad_norm: float, step_time: float) -> None:
