@@ -71,6 +71,16 @@ class Reporter:
             record["max_mem_gb"] = max_mem_gb
         self.writer.write(record)
 
+    def bubble(self, done: int, idle_per_rank: list[float]) -> None:
+        """The measured pipeline bubble: idle share of a recorded step, per rank and averaged."""
+        if self.writer is not None:
+            record = {
+                "step": done,
+                "idle_per_rank": idle_per_rank,
+                "bubble": sum(idle_per_rank) / len(idle_per_rank),
+            }
+            self.writer.write(record)
+
     def eval(self, done: int, result: EvalResult) -> None:
         if self.writer is not None:
             record = {"step": done, "eval_loss": result.loss}
@@ -100,6 +110,9 @@ def train(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: 
         loss, grad_norm = trainer.train_step(*train_data.batch(step))
         step_time = time.perf_counter() - start
         timeline.end(step)
+        idle = timeline.idle_fraction(step)  # recorded steps are the same on every rank
+        if idle is not None:
+            reporter.bubble(step + 1, trainer.per_rank(idle))
         result.losses.append(loss)
         done = step + 1
         if _due(done, run.train.log_every, steps):

@@ -113,6 +113,13 @@ class Trainer:
         self.lr_schedule.step()
         return self._mean_over_ranks([_local(loss) for loss in losses]), grad_norm
 
+    def per_rank(self, value: float) -> list[float]:
+        """`value` of every global rank, known on every rank."""
+        values = torch.zeros(dist.get_world_size(), device=self.device)
+        values[dist.get_rank()] = value
+        dist.all_reduce(values)
+        return values.tolist()
+
     def max_memory_gb(self) -> float:
         """Peak CUDA memory allocated by the busiest rank."""
         peak = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30, device=self.device)

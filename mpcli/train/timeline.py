@@ -94,6 +94,15 @@ class StepTimeline:
                 handle.remove()
         self._write()
 
+    def idle_fraction(self, step: int) -> float | None:
+        """Share of recorded step `step` (0-based) this rank spent outside forward/backward work, or
+        None if the step was not recorded. Zero-bubble weight passes are not hooked: they count as idle."""
+        record = next((r for r in self.records if r.step == step + 1), None)
+        if record is None or record.duration_s <= 0:
+            return None
+        busy = sum(i.end - i.start for i in record.intervals)
+        return max(0.0, 1.0 - busy / record.duration_s)
+
     def _now(self) -> float:
         assert self._t0 is not None
         self._sync()

@@ -41,6 +41,10 @@ def test_pipeline_run_learns_and_leaves_its_files(tmp_path: Path) -> None:
         assert all(key in r for r in steps), key
     assert steps[-1]["loss"] < steps[0]["loss"] - 1.0  # bytes start near ln(256) = 5.5
     assert [r["step"] for r in records if "eval_loss" in r] == [30, 60]
+    # The measured bubble of the recorded steps (train.timeline_steps), one idle share per rank.
+    bubbles = [r for r in records if "bubble" in r]
+    assert len(bubbles) == 3 and all(len(r["idle_per_rank"]) == 2 for r in bubbles)
+    assert all(0 < r["bubble"] < 1 and r["bubble"] == sum(r["idle_per_rank"]) / 2 for r in bubbles)
     assert (run_dir / "config.yaml").read_text().count("pp: 2") == 1
     assert sorted(p.name for p in (run_dir / "logs").glob("rank_*.log")) == ["rank_0.log", "rank_1.log"]
 
