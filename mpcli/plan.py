@@ -9,7 +9,7 @@ from rich.table import Table
 
 from mpcli.config.schema import RunConfig
 from mpcli.config.validate import resolve_device
-from mpcli.models import build_model, n_blocks
+from mpcli.models import build_model
 from mpcli.parallel.partition import balanced_split
 from mpcli.parallel.pipeline import num_stages, split_blocks, stage_ranks
 
@@ -36,7 +36,7 @@ def stage_plan(run: RunConfig) -> list[StagePlan]:
     total = num_stages(p)
     plans = []
     for stage, (blocks, pp_rank) in enumerate(
-        zip(split_blocks(n_blocks(run.model), total, p.split), stage_ranks(p), strict=True)
+        zip(split_blocks(run.model.n_blocks, total, p.split), stage_ranks(p), strict=True)
     ):
         model = build_model(run.model)
         model.keep_stage(blocks, first=stage == 0, last=stage == total - 1)

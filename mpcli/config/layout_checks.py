@@ -20,10 +20,6 @@ def positive(key: str, value: float, *, zero_ok: bool = False) -> None:
         raise ConfigError(f"{key}={value}: must be {'>= 0' if zero_ok else '> 0'}")
 
 
-def n_blocks(run: RunConfig) -> int:
-    return len(run.model.blocks) if run.model.family == "custom" else run.model.n_layer
-
-
 def _blocks_key(run: RunConfig) -> str:
     return "len(model.blocks)" if run.model.family == "custom" else "model.n_layer"
 
@@ -70,10 +66,10 @@ def _check_schedule(run: RunConfig) -> None:
             "set parallel.virtual_stages=2 (or more), or use 1f1b"
         )
     stages = p.pp * p.virtual_stages
-    if stages > n_blocks(run):
+    if stages > run.model.n_blocks:
         raise ConfigError(
             f"parallel.pp={p.pp}: more pipeline stages ({stages}) than blocks "
-            f"({_blocks_key(run)}={n_blocks(run)}); lower pp or parallel.virtual_stages"
+            f"({_blocks_key(run)}={run.model.n_blocks}); lower pp or parallel.virtual_stages"
         )
     if p.pp > 1 and p.microbatches < p.pp:
         raise ConfigError(
@@ -86,7 +82,7 @@ def _check_schedule(run: RunConfig) -> None:
 
 
 def _check_split(run: RunConfig) -> None:
-    p, blocks, stages = run.parallel, n_blocks(run), run.parallel.pp * run.parallel.virtual_stages
+    p, blocks, stages = run.parallel, run.model.n_blocks, run.parallel.pp * run.parallel.virtual_stages
     one_of("parallel.balance", p.balance, schema.BALANCE_MODES)
     if p.split is None:
         return

@@ -49,6 +49,12 @@ class ModelConfig:
     blocks: list[str] = field(default_factory=list)
     # custom: cross_entropy (classification over the last dim) or mse.
     loss: str = "cross_entropy"
+
+    @property
+    def n_blocks(self) -> int:
+        """Blocks a pipeline split may cut between."""
+        return len(self.blocks) if self.family == "custom" else self.n_layer
+
     # Start from these weights (safetensors: an `mpcli checkpoint export`, or GPT-2 in the Hugging
     # Face layout) instead of a fresh init; ignored when a checkpoint is resumed.
     init_from: str | None = None

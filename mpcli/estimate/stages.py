@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from mpcli.config.schema import RunConfig
 from mpcli.estimate import gpt2
 from mpcli.estimate.profile import ModelProfile, ParamInfo, PartProfile
-from mpcli.models import n_blocks
 from mpcli.parallel.pipeline import num_stages, split_blocks, stage_ranks
 from mpcli.parallel.tensor import resolve_plan
 
@@ -96,7 +95,7 @@ def build_stages(run: RunConfig, profile: ModelProfile) -> list[Stage]:
     styles = tp_styles(run, profile)
     stages = []
     for index, (blocks, pp_rank) in enumerate(
-        zip(split_blocks(n_blocks(run.model), total, p.split), stage_ranks(p), strict=True)
+        zip(split_blocks(run.model.n_blocks, total, p.split), stage_ranks(p), strict=True)
     ):
         first, last = index == 0, index == total - 1
         parts = [profile.first] if first else []

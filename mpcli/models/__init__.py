@@ -22,11 +22,6 @@ FAMILIES: dict[str, tuple[type[StagedModel], Callable[[ModelConfig], TaskSpec]]]
 }
 
 
-def n_blocks(cfg: ModelConfig) -> int:
-    """Blocks a pipeline split may cut between."""
-    return len(cfg.blocks) if cfg.family == "custom" else cfg.n_layer
-
-
 def build_model(cfg: ModelConfig) -> StagedModel:
     """The whole model on the meta device: no memory until a stage is materialised."""
     model_cls, _ = FAMILIES[cfg.family]

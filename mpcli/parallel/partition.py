@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mpcli.config.schema import RunConfig
-from mpcli.models import build_model, materialize, n_blocks
+from mpcli.models import build_model, materialize
 from mpcli.models.base import StagedModel
 
 
@@ -27,6 +27,11 @@ class Costs:
     first: float  # first parts (on the first stage)
     blocks: list[float]
     last: float  # last parts (on the last stage)
+
+
+def even_split(n_blocks: int, stages: int) -> list[int]:
+    """Equal block counts per stage, the extra blocks on the first stages."""
+    return [n_blocks // stages + (i < n_blocks % stages) for i in range(stages)]
 
 
 def min_max_split(costs: Costs, stages: int) -> list[int]:
@@ -138,8 +143,7 @@ def balanced_split(run: RunConfig, device: torch.device) -> list[int]:
     stages = run.parallel.pp * run.parallel.virtual_stages
     if run.parallel.split is not None:
         return list(run.parallel.split)
-    blocks = n_blocks(run.model)
     if run.parallel.balance == "uniform" or stages == 1:
-        return [blocks // stages + (i < blocks % stages) for i in range(stages)]
+        return even_split(run.model.n_blocks, stages)
     measure = {"params": param_costs, "flops": flop_costs, "time": lambda r: time_costs(r, device)}
     return min_max_split(measure[run.parallel.balance](run), stages)

@@ -17,9 +17,10 @@ from torch.distributed.pipelining import schedules as torch_schedules
 
 from mpcli.config.schema import V_SCHEDULES, ModelConfig, ParallelConfig, TrainConfig
 from mpcli.config.validate import bf16_enabled
-from mpcli.models import build_model, materialize, n_blocks
+from mpcli.models import build_model, materialize
 from mpcli.models.base import LossFn, StagedModel
 from mpcli.parallel.data import apply_dp
+from mpcli.parallel.partition import even_split
 from mpcli.parallel.speed import apply_activation_checkpointing, compile_blocks
 from mpcli.parallel.tensor import apply_tp
 from mpcli.topology import Axis, ParallelDims
@@ -37,9 +38,7 @@ SCHEDULE_CLASSES: dict[str, type[torch_schedules._PipelineSchedule]] = {
 
 def split_blocks(n_blocks: int, stages: int, split: list[int] | None = None) -> list[list[int]]:
     """Block indices per stage: `split` gives counts per stage, else an even split (extras first)."""
-    counts = (
-        split if split is not None else [n_blocks // stages + (i < n_blocks % stages) for i in range(stages)]
-    )
+    counts = split if split is not None else even_split(n_blocks, stages)
     if len(counts) != stages or sum(counts) != n_blocks or min(counts) < 1:
         raise ValueError(f"split {counts} does not cover {n_blocks} blocks with {stages} non-empty stages")
     starts = [sum(counts[:i]) for i in range(stages)]
@@ -137,7 +136,7 @@ def build_pipeline(
     loss_fn: LossFn,
 ) -> Pipeline:
     total = num_stages(parallel)
-    blocks = split_blocks(n_blocks(model_cfg), total, parallel.split)
+    blocks = split_blocks(model_cfg.n_blocks, total, parallel.split)
     pp_rank = dims.coordinate(Axis.PP)
     mine = [s for s, rank in enumerate(stage_ranks(parallel)) if rank == pp_rank]
     pp_group = dims.mesh[Axis.PP].get_group()
