@@ -20,7 +20,7 @@ from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from mpcli.config.schema import RunConfig
@@ -111,7 +111,7 @@ def compose_dict(
     finally:
         GlobalHydra.instance().clear()
     if "hydra" in cfg:
-        with open_struct(cfg):
+        with open_dict(cfg):  # lift struct mode to drop Hydra's own node
             del cfg["hydra"]
     _reject_unknown_keys(cfg, RunConfig)
     return cfg
@@ -129,20 +129,6 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> Non
         sub = known[str(key)].default_factory
         if callable(sub) and is_dataclass(sub):
             _reject_unknown_keys(cfg[key], sub, f"{name}.")  # type: ignore[arg-type]
-
-
-class open_struct:
-    """Temporarily lift struct mode (to drop Hydra's own node)."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-
-    def __enter__(self) -> DictConfig:
-        OmegaConf.set_struct(self.cfg, False)
-        return self.cfg
-
-    def __exit__(self, *exc: object) -> None:
-        OmegaConf.set_struct(self.cfg, True)
 
 
 def compose(
