@@ -9,6 +9,7 @@ from mpcli.config.schema import RunConfig
 from mpcli.estimate import gpt2
 from mpcli.estimate.profile import ModelProfile, ParamInfo, PartProfile
 from mpcli.parallel.pipeline import num_stages, split_blocks, stage_ranks
+from mpcli.parallel.speed import checkpointed
 from mpcli.parallel.tensor import resolve_plan
 
 FP32 = 4
@@ -102,11 +103,6 @@ def build_stages(run: RunConfig, profile: ModelProfile) -> list[Stage]:
         parts += [profile.blocks[b] for b in blocks] + ([profile.last] if last else [])
         stages.append(Stage(index, pp_rank, blocks, parts, _local_params(parts, styles, p.tp), first, last))
     return stages
-
-
-def checkpointed(block: int, mode: str) -> bool:
-    """Whether `train.activation_checkpointing` recomputes this block (parallel/speed.py's rule)."""
-    return mode == "full" or (mode == "selective" and block % 2 == 0)
 
 
 @dataclass(frozen=True)

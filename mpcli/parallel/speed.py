@@ -13,12 +13,15 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import Checkpoi
 CHECKPOINT_PREFIX = "_checkpoint_wrapped_module."
 
 
+def checkpointed(block: int, mode: str) -> bool:
+    """Whether `mode` recomputes block `block`: full = every block, selective = every other block."""
+    return mode == "full" or (mode == "selective" and block % 2 == 0)
+
+
 def apply_activation_checkpointing(blocks: nn.ModuleDict, mode: str) -> None:
-    """full: every block recomputes its activations in backward; selective: every other block."""
-    if mode == "none":
-        return
+    """Wrap the blocks that `mode` recomputes in backward (see `checkpointed`)."""
     for key in list(blocks):
-        if mode == "full" or int(key) % 2 == 0:
+        if checkpointed(int(key), mode):
             blocks[key] = checkpoint_wrapper(blocks[key], checkpoint_impl=CheckpointImpl.NO_REENTRANT)
 
 

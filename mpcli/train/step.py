@@ -98,7 +98,12 @@ class Trainer:
     def _mean_over_ranks(self, values: list[torch.Tensor]) -> float:
         """Sum of `values` over the ranks that have any, divided by their count, known on every rank."""
         local = torch.stack([v.detach().float() for v in values]).sum() if values else torch.zeros(())
-        packed = torch.stack([local.to(self.device), torch.tensor(float(len(values)), device=self.device)])
+        count = torch.tensor(float(len(values)), device=self.device)
+        return self._ratio_over_ranks(torch.stack([local.to(self.device), count]))
+
+    def _ratio_over_ranks(self, packed: torch.Tensor) -> float:
+        """packed[0] / packed[1], both summed over every rank."""
+        packed = packed.to(self.device)
         dist.all_reduce(packed)
         return float(packed[0] / packed[1])
 
@@ -144,11 +149,6 @@ class Trainer:
                 correct += torch.tensor([float(hits), float(targets.numel())])
         for part in self.parts:
             part.train()
-        accuracy = self._accuracy(correct) if self.task.accuracy else None
+        # Hits / items over the ranks holding the last stage (tp replicas count alike).
+        accuracy = self._ratio_over_ranks(correct) if self.task.accuracy else None
         return EvalResult(self._mean_over_ranks(losses), accuracy)
-
-    def _accuracy(self, correct: torch.Tensor) -> float:
-        """Hits / items over the ranks holding the last stage (tp replicas count alike)."""
-        packed = correct.to(self.device)
-        dist.all_reduce(packed)
-        return float(packed[0] / packed[1])
