@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: the plain single-GPU reference and mpcli's layouts of the same model, side by side.
 # Usage (repository root): bash bench/gpu_bench.sh OUT SIZE "LAYOUT1;LAYOUT2;..."
-#   SIZE: medium | large | xl; a LAYOUT is mpcli overrides, e.g. "parallel.pp=2 parallel.microbatches=8"
+#   SIZE: medium | large | xl; a LAYOUT is mpcli overrides, e.g. "parallel.pp=2 parallel.microbatches=8",
+#   optionally with environment settings for that run first, e.g. "TORCHINDUCTOR_CPP_WRAPPER=1 parallel.pp=2"
 # Prints one table row per run: tok/s per GPU, MFU, peak memory per GPU, ratio to the reference.
 set -u
 out=${1:?OUT}; size=${2:?SIZE}; layouts=${3:?LAYOUTS}
@@ -15,9 +16,12 @@ i=0
 IFS=';' read -ra runs <<< "$layouts"
 for layout in "${runs[@]}"; do
   i=$((i + 1))
-  # shellcheck disable=SC2086
-  python3 -m mpcli train conf=gpt2-pipeline model=gpt2-$size train.steps=30 train.eval_every=0 \
-    train.timeline_steps=0 checkpoint.every=0 train.compile=true $layout --quiet --run-dir "$out/run$i" \
+  envs=(); args=()
+  for word in $layout; do
+    if [[ $word =~ ^[A-Z_][A-Z0-9_]*= ]]; then envs+=("$word"); else args+=("$word"); fi
+  done
+  env "${envs[@]}" python3 -m mpcli train conf=gpt2-pipeline model=gpt2-$size train.steps=30 train.eval_every=0 \
+    train.timeline_steps=0 checkpoint.every=0 train.compile=true "${args[@]}" --quiet --run-dir "$out/run$i" \
     > "$out/run$i.log" 2>&1 || { echo "FAILED: $layout"; tail -5 "$out/run$i.log"; tail -20 "$out/run$i"/logs/rank_0.log; }
   python3 - "$out/ref_$size.json" "$out/run$i/metrics.jsonl" "$layout" <<'PY'
 import json, sys

@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "sgd")
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
+COMPILE_SCOPES = ("auto", "block", "stage")
 DATASETS = ("bytes-corpus", "tokens", "shapes", "synthetic")
 MODEL_FAMILIES = ("gpt2", "mlp", "cnn", "custom")
 
@@ -119,8 +120,12 @@ class TrainConfig:
     eval_batches: int = 4
     # Peak dense bf16 TFLOP/s per device for MFU; null = look the GPU up in a table.
     peak_tflops: float | None = None
-    # torch.compile each block (in place: parameter names stay); worth it on GPU, slow to start on CPU.
-    compile: bool = False
+    # torch.compile (in place: parameter names stay); null = on for CUDA, off on CPU (slow to start).
+    compile: bool | None = None
+    # What one compiled graph covers: block (each block alone; works with tensor and data parallel),
+    # stage (a stage's whole forward: fewer graph calls, fusion across blocks; tp=1 and dp=1 only),
+    # or auto (stage where allowed, else block).
+    compile_scope: str = "auto"
     # Recompute block activations in backward: none, full (every block), selective (every other block).
     activation_checkpointing: str = "none"
     # Steps whose per-rank forward/backward times go to run_dir/timeline/ (for `mpcli report`),

@@ -27,6 +27,11 @@ def bf16_enabled(precision: str, device_type: str) -> bool:
     return precision == "bf16" or (precision == "auto" and device_type == "cuda")
 
 
+def compile_enabled(compile_: bool | None, device_type: str) -> bool:
+    """`null` means torch.compile on CUDA and eager elsewhere."""
+    return compile_ if compile_ is not None else device_type == "cuda"
+
+
 def _check_topology(run: RunConfig, cuda_devices: int) -> None:
     t = run.topology
     _one_of("topology.device", t.device, schema.DEVICES)
@@ -71,6 +76,12 @@ def _check_train(run: RunConfig) -> None:
     _one_of("train.optimizer", t.optimizer, schema.OPTIMIZERS)
     _one_of("train.precision", t.precision, schema.PRECISIONS)
     _one_of("train.activation_checkpointing", t.activation_checkpointing, schema.ACTIVATION_CHECKPOINTING)
+    _one_of("train.compile_scope", t.compile_scope, schema.COMPILE_SCOPES)
+    if t.compile_scope == "stage" and (run.parallel.tp > 1 or run.parallel.dp > 1):
+        raise ConfigError(
+            "train.compile_scope=stage needs parallel.tp=1 and parallel.dp=1 "
+            "(sharded stages compile per block): use train.compile_scope=block"
+        )
     if not 0 <= t.min_lr_ratio <= 1:
         raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio}: must be in [0, 1]")
     if t.peak_tflops is not None:

@@ -9,6 +9,7 @@ stage) -> PipelineStage (drives the finished module).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -16,12 +17,17 @@ from torch.distributed.pipelining import PipelineStage
 from torch.distributed.pipelining import schedules as torch_schedules
 
 from mpcli.config.schema import V_SCHEDULES, ModelConfig, ParallelConfig, TrainConfig
-from mpcli.config.validate import bf16_enabled
+from mpcli.config.validate import bf16_enabled, compile_enabled
 from mpcli.models import build_model, materialize
 from mpcli.models.base import LossFn, StagedModel
 from mpcli.parallel.data import apply_dp
 from mpcli.parallel.partition import even_split
-from mpcli.parallel.speed import apply_activation_checkpointing, compile_blocks
+from mpcli.parallel.speed import (
+    apply_activation_checkpointing,
+    compile_blocks,
+    compile_stage,
+    compiles_whole_stage,
+)
 from mpcli.parallel.tensor import apply_tp
 from mpcli.topology import Axis, ParallelDims
 
@@ -34,6 +40,12 @@ SCHEDULE_CLASSES: dict[str, type[torch_schedules._PipelineSchedule]] = {
     "zbv": torch_schedules.ScheduleZBVZeroBubble,
     "dualpipev": torch_schedules.ScheduleDualPipeV,
 }
+
+
+# Newer torch lets a training step skip keeping the last stage's outputs for a merged result that
+# training never reads (GPT-2: every microbatch's logits); older torch always keeps them.
+_STEP_PARAMETERS = inspect.signature(torch_schedules.PipelineScheduleSingle.step).parameters
+TRAIN_KEEPS_OUTPUTS = "return_outputs" not in _STEP_PARAMETERS
 
 
 def split_blocks(n_blocks: int, stages: int, split: list[int] | None = None) -> list[list[int]]:
@@ -86,6 +98,8 @@ class Pipeline:
         if train or self.eval_needs_backward:
             # torch's forward-only eval() fails for V-shaped schedules ("can't steal_bwd_input"):
             # they evaluate through step(); the gradients it leaves are cleared by the next step.
+            if train and not TRAIN_KEEPS_OUTPUTS:
+                kwargs["return_outputs"] = False
             with torch.enable_grad():
                 output = self.schedule.step(*args, **kwargs)
         else:
@@ -115,11 +129,15 @@ def _build_stage(
             plan,
             sequence_parallel=parallel.sequence_parallel,
             loss_parallel=parallel.loss_parallel,
+            compute_dtype=torch.bfloat16 if bf16_enabled(train.precision, device.type) else None,
         )
         model.tie_weights()  # sharding replaced the tied parameter on one side
     apply_activation_checkpointing(model.blocks, train.activation_checkpointing)
-    if train.compile:
-        compile_blocks(model.blocks)
+    if compile_enabled(train.compile, device.type):
+        if compiles_whole_stage(train.compile_scope, tp=dims.tp, dp=dims.dp):
+            compile_stage(model)
+        else:
+            compile_blocks(model.blocks)
     if dims.dp_enabled:
         bf16 = bf16_enabled(train.precision, device.type)
         apply_dp(model, dims.mesh[Axis.DP], bf16=bf16, microbatches=parallel.microbatches)

@@ -7,6 +7,7 @@ and torch's checkpoint wrapper strips its own prefix from state dicts.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 
@@ -29,6 +30,18 @@ def compile_blocks(blocks: nn.ModuleDict) -> None:
     """torch.compile each block: identical blocks share one compiled graph."""
     for block in blocks.values():
         block.compile()
+
+
+def compiles_whole_stage(scope: str, *, tp: int, dp: int) -> bool:
+    """Whether `train.compile_scope` compiles a stage as one graph: auto does where no tensor or data
+    parallel hooks sit between the blocks (measured faster: far fewer graph calls per microbatch)."""
+    return scope == "stage" or (scope == "auto" and tp == 1 and dp == 1)
+
+
+def compile_stage(stage: nn.Module) -> None:
+    """torch.compile a stage's whole forward as one graph. Only `forward`: module hooks (the step
+    timeline's clocks) stay outside the graph instead of breaking it or forcing recompiles."""
+    stage.forward = torch.compile(stage.forward)  # type: ignore[method-assign]
 
 
 def plain_name(name: str) -> str:

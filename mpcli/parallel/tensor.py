@@ -6,11 +6,14 @@ entries from YAML. Style names map to torch's ParallelStyle objects here, in one
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 
+import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import Replicate, Shard
+from torch.distributed.tensor import DTensor, Placement, Replicate, Shard
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     ParallelStyle,
@@ -65,11 +68,74 @@ def apply_tp(
     *,
     sequence_parallel: bool,
     loss_parallel: bool,
+    compute_dtype: torch.dtype | None = None,
 ) -> None:
-    """Shard `model` in place over the 1-D `tp_mesh` following `plan`."""
+    """Shard `model` in place over the 1-D `tp_mesh` following `plan`; `compute_dtype` (the autocast
+    dtype, if any) is the dtype sequence-parallel activations are gathered in."""
     resolved = resolve_plan(model, plan)
     styles = {
         name: make_style(style, sequence_parallel=sequence_parallel, loss_parallel=loss_parallel)
         for name, style in resolved.items()
     }
+    if compute_dtype is not None and sequence_parallel:
+        # Registered before the styles' own input hooks, so the cast runs first (prepend=True would
+        # do the same but breaks torch.compile's guards in torch 2.8-2.11, pytorch#160083).
+        for name, style in resolved.items():
+            if style in GATHERING_STYLES:
+                model.get_submodule(name).register_forward_pre_hook(_cast_input(compute_dtype))
     parallelize_module(model, tp_mesh, styles)
+
+
+# Styles whose module input is all-gathered along the sequence under sequence parallelism.
+GATHERING_STYLES = ("gather_sequence", "head")
+
+
+def _cast_input(dtype: torch.dtype) -> Callable[[nn.Module, tuple], tuple]:
+    """Cast the first input to the autocast dtype before the gather: the column-wise layers behind it
+    would cast it anyway, so this halves the all-gather (and its backward reduce-scatter) for free."""
+
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        first = args[0]
+        if first.is_floating_point() and first.dtype != dtype:
+            return (first.to(dtype), *args[1:])
+        return args
+
+    return hook
+
+
+def reduce_partial_grads(params: Iterable[nn.Parameter]) -> None:
+    """Sum every pending-sum (Partial) DTensor gradient with one all-reduce per mesh and layout.
+
+    Sequence parallelism leaves the gradients of replicated parameters that see sequence-sharded
+    activations (norms, row-wise biases) as Partial. Left alone, the clipping norm and the optimizer
+    each all-reduce them one tensor at a time: hundreds of tiny collectives per step.
+    """
+    buckets: dict[tuple, list[nn.Parameter]] = {}
+    for param in params:
+        grad = param.grad
+        if not isinstance(grad, DTensor) or not any(p.is_partial() for p in grad.placements):
+            continue
+        summed = tuple(Replicate() if p.is_partial() else p for p in grad.placements)
+        if any(p.is_partial() and p.reduce_op != "sum" for p in grad.placements):  # type: ignore[attr-defined]
+            param.grad = grad.redistribute(grad.device_mesh, summed)  # rare: let DTensor do it
+        else:
+            buckets.setdefault((grad.device_mesh, grad.placements, grad.dtype), []).append(param)
+    for (mesh, placements, _), bucket in buckets.items():
+        _sum_bucket(bucket, mesh, placements)
+
+
+@torch.no_grad()
+def _sum_bucket(bucket: list[nn.Parameter], mesh: DeviceMesh, placements: tuple[Placement, ...]) -> None:
+    """All-reduce the local gradients of `bucket` (same mesh, placements, dtype) as one flat buffer."""
+    grads: list[DTensor] = [p.grad for p in bucket]  # type: ignore[misc]
+    flat = torch.cat([g.to_local().reshape(-1) for g in grads])
+    for dim, placement in enumerate(placements):
+        if placement.is_partial():
+            dist.all_reduce(flat, group=mesh.get_group(dim))
+    summed = tuple(Replicate() if p.is_partial() else p for p in placements)
+    chunks = flat.split([g.to_local().numel() for g in grads])
+    for param, grad, chunk in zip(bucket, grads, chunks, strict=True):
+        local = chunk.view_as(grad.to_local())
+        param.grad = DTensor.from_local(
+            local, mesh, summed, run_check=False, shape=grad.shape, stride=grad.stride()
+        )

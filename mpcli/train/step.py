@@ -16,6 +16,7 @@ from mpcli.config.validate import bf16_enabled
 from mpcli.data.sampler import GlobalSampler
 from mpcli.models import task_of
 from mpcli.parallel.pipeline import Pipeline, build_pipeline, stage_ranks
+from mpcli.parallel.tensor import reduce_partial_grads
 from mpcli.topology import Axis, ParallelDims
 from mpcli.train.optim import build_lr_schedule, build_optimizer
 
@@ -112,6 +113,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self._context():
             losses, _ = self.pipeline.step(inputs.to(self.device), targets.to(self.device))
+        if self.dims.tp > 1:
+            reduce_partial_grads(self.params)
         self._sync_tied_grads()
         grad_norm = self._clip_grads()
         self.optimizer.step()

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Replicate
 
 from mpcli.config.schema import RunConfig
 from mpcli.parallel.speed import plain_name
+from mpcli.parallel.tensor import reduce_partial_grads
 from mpcli.topology import ParallelDims
 from mpcli.train.loop import _samplers
 from mpcli.train.step import Trainer
@@ -148,3 +149,26 @@ def write_pid(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_d
     if dist.get_rank() == 1:
         os.kill(os.getpid(), 9)
     dist.barrier()
+
+
+def sp_grads_task(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> None:
+    """One tp2 sequence-parallel step: the dtype column-wise layers receive, and the Partial gradients
+    before and after `reduce_partial_grads`, against DTensor's own per-tensor redistribution."""
+    trainer = Trainer(run, dims=dims, device=device)
+    seen: list[str] = []
+    fc = trainer.parts[0].get_submodule("blocks.0.mlp.fc")
+    fc.register_forward_pre_hook(lambda module, args: seen.append(str(args[0].dtype)))
+    inputs, targets = _samplers(run, dims)[0].batch(0)
+    with trainer._context():
+        trainer.pipeline.step(inputs, targets)
+    named = {plain_name(n): p for part in trainer.parts for n, p in part.named_parameters()}
+    partial = [n for n, p in named.items() if isinstance(p.grad, DTensor) and p.grad.placements[0].is_partial()]
+    expected = {n: named[n].grad.redistribute(placements=[Replicate()]).to_local().clone() for n in partial}
+    reduce_partial_grads(trainer.params)
+    result = {
+        "input_dtypes": seen,
+        "partial": partial,
+        "placements": [str(named[n].grad.placements) for n in partial],
+        "max_error": max((named[n].grad.to_local() - expected[n]).abs().max().item() for n in partial),
+    }
+    torch.save(result, run_dir / f"sp_grads.rank{dist.get_rank()}.pt")

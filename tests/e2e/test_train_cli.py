@@ -108,3 +108,19 @@ def test_worker_crash_reports_rank_error_and_log(tmp_path: Path) -> None:
     log = run_dir / "logs" / "rank_0.log"
     assert error_lines[0].startswith("error: rank 0 failed: ") and str(log) in error_lines[0]
     assert "IndexError" in log.read_text()
+
+
+def test_compiled_stages_match_eager(tmp_path: Path) -> None:
+    """train.compile=true compiles each pipeline stage whole (compile_scope auto, tp = dp = 1), with
+    activation checkpointing inside the graph and the timeline's hooks outside it: same losses."""
+    common = ["model=gpt2-tiny", "topology.device=cpu", "train.steps=4", *SGD, "checkpoint.every=0",
+              "train.activation_checkpointing=selective", "train.timeline_steps=2"]  # fmt: skip
+    losses = {}
+    for compiled in ("false", "true"):
+        run_dir = tmp_path / compiled
+        args = ["train", "conf=gpt2-pipeline", *common, f"train.compile={compiled}", "--quiet"]
+        done = mpcli(*args, "--run-dir", str(run_dir), cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stderr
+        losses[compiled] = step_losses(run_dir)
+    assert len(losses["true"]) == 4
+    np.testing.assert_allclose(losses["true"], losses["false"], rtol=0, atol=1e-5)

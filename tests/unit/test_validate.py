@@ -112,6 +112,13 @@ BAD_INPUTS = [
         "(4 stages)",
     ),
     case("balance-mode", ["parallel.balance=magic"], "parallel.balance=magic", "flops"),
+    case("compile-scope", ["train.compile_scope=model"], "train.compile_scope=model", "stage"),
+    case(
+        "compile-stage-with-tp",
+        ["parallel.pp=1", "parallel.tp=2", "train.compile_scope=stage"],
+        "train.compile_scope=stage",
+        "train.compile_scope=block",
+    ),
     case("tp-style", ["+parallel.tp_plan.head=diagonal"], "parallel.tp_plan.head=diagonal", "colwise"),
     case(
         "cnn-tp",
