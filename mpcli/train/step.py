@@ -73,27 +73,29 @@ class Trainer:
                 param.grad = param.grad.redistribute(param.device_mesh, param.placements)
             dist.all_reduce(_local(param.grad), group=self.tied_group)
 
-    def _clip_grads(self) -> float:
-        """Clip by the global norm over every stage and shard, counting a tied head copy once."""
+    def _clip_grads(self) -> torch.Tensor:
+        """Clip by the global norm over every stage and shard, counting a tied head copy once; returns
+        the norm before clipping. No host sync: the clip factor stays on the device (min(1, max/norm),
+        as torch's clip_grad_norm_), so the optimizer is queued right behind the backward."""
         copies = {id(part.head.weight) for part in self.parts if part.head_is_separate_copy}  # type: ignore[union-attr]
+        grads = [p.grad for p in self.params if p.grad is not None]
         groups: dict[object, list[torch.Tensor]] = {}
         for p in self.params:
             if p.grad is not None and id(p) not in copies:
                 key = (p.grad.device_mesh, p.grad.placements) if isinstance(p.grad, DTensor) else None
                 groups.setdefault(key, []).append(p.grad)
         squared = torch.zeros((), device=self.device)
-        for grads in groups.values():  # one norm per sharding layout; DTensor norms are global
-            norm = get_total_norm(grads)
+        for members in groups.values():  # one norm per sharding layout; DTensor norms are global
+            norm = get_total_norm(members)
             squared = squared + (norm.full_tensor() if isinstance(norm, DTensor) else norm).float() ** 2
         if self.dims.pp_enabled:
             dist.all_reduce(squared, group=self.dims.mesh[Axis.PP].get_group())
-        total = float(squared.sqrt())
+        total = squared.sqrt()
         max_norm = self.run.train.grad_clip
-        if 0 < max_norm < total:
-            # A float factor: multiplying by a plain tensor would mix it with sharded gradients.
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad.mul_(max_norm / (total + 1e-6))
+        if max_norm > 0 and grads:
+            factor = (max_norm / (total + 1e-6)).clamp(max=1.0)
+            # Scaling each local shard scales the whole gradient, whatever its placement.
+            torch._foreach_mul_([_local(g) for g in grads], factor)
         return total
 
     def _mean_over_ranks(self, values: list[torch.Tensor]) -> float:
@@ -119,7 +121,7 @@ class Trainer:
         grad_norm = self._clip_grads()
         self.optimizer.step()
         self.lr_schedule.step()
-        return self._mean_over_ranks([_local(loss) for loss in losses]), grad_norm
+        return self._mean_over_ranks([_local(loss) for loss in losses]), float(grad_norm)
 
     def per_rank(self, value: float) -> list[float]:
         """`value` of every global rank, known on every rank."""
