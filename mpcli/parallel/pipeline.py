@@ -168,5 +168,9 @@ def build_pipeline(
         stages.append(PipelineStage(part, index, total, device, group=pp_group))
     schedule_cls = SCHEDULE_CLASSES[parallel.schedule]
     multi = issubclass(schedule_cls, torch_schedules.PipelineScheduleMulti)
+    if compile_enabled(train.compile, device.type) and not (dims.tp > 1 and parallel.loss_parallel):
+        # The upcast, log-softmax and NLL fuse: GPT-2's float32 logits are never materialised.
+        # (Under loss_parallel the logits are vocabulary-sharded DTensors: left eager.)
+        loss_fn = torch.compile(loss_fn)
     schedule = schedule_cls(stages if multi else stages[0], parallel.microbatches, loss_fn=loss_fn)
     return Pipeline(parts, mine, schedule, total, eval_needs_backward=parallel.schedule in V_SCHEDULES)
