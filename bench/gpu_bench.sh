@@ -17,7 +17,7 @@ read -r layers heads dim <<< "${shape[$size]}"
 declare -A named=(
   [none]="parallel.pp=1 parallel.microbatches=1 train.microbatch_size=16"
   [pp2]="parallel.pp=2 parallel.microbatches=16 train.microbatch_size=4 parallel.balance=flops"
-  [pp4]="parallel.pp=4 parallel.microbatches=16 train.microbatch_size=4 parallel.balance=flops"
+  [pp4]="parallel.pp=4 parallel.schedule=interleaved-1f1b parallel.virtual_stages=2 parallel.microbatches=16 train.microbatch_size=4 parallel.balance=flops"
   [tp2]="parallel=tensor train.microbatch_size=16"
   [pp2tp2]="parallel=hybrid parallel.microbatches=8 train.microbatch_size=4 parallel.balance=flops"
 )

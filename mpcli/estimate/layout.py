@@ -26,8 +26,7 @@ from mpcli.estimate.memory import RankMemory, rank_memory
 from mpcli.estimate.profile import ModelProfile
 from mpcli.estimate.schedule import bubble_fraction
 from mpcli.estimate.stages import Stage, build_stages
-from mpcli.parallel.partition import min_max_split
-from mpcli.parallel.pipeline import num_stages
+from mpcli.parallel.partition import choose_split
 
 
 @dataclass(frozen=True)
@@ -96,13 +95,11 @@ class LayoutEstimate:
         return self.microbatch_size * p.microbatches * p.dp
 
 
-def resolve_split(run: RunConfig, profile: ModelProfile) -> list[int] | None:
-    """`parallel.split` as training resolves it for uniform / params / flops balance (None = even)."""
-    p = run.parallel
-    if p.split is not None or p.balance == "uniform" or num_stages(p) == 1:
-        return p.split
-    costs = profile.param_costs() if p.balance == "params" else profile.flop_costs(1)
-    return min_max_split(costs, num_stages(p))
+def resolve_split(run: RunConfig, profile: ModelProfile) -> list[int]:
+    """`parallel.split` as training resolves it for uniform / params / flops balance, from the profile."""
+    return choose_split(
+        run, lambda balance: profile.param_costs() if balance == "params" else profile.flop_costs(1)
+    )
 
 
 def estimate(run: RunConfig, profile: ModelProfile, *, bf16: bool) -> LayoutEstimate:

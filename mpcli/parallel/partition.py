@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -138,12 +139,19 @@ def time_costs(run: RunConfig, device: torch.device, repeats: int = 3) -> Costs:
     return Costs(total(first), [total([b]) for b in blocks], total(last))
 
 
-def balanced_split(run: RunConfig, device: torch.device) -> list[int]:
-    """Block counts per stage for `parallel.balance`; an explicit `parallel.split` wins."""
+def choose_split(run: RunConfig, costs_of: Callable[[str], Costs]) -> list[int]:
+    """Block counts per stage: an explicit `parallel.split` wins; `uniform` (or a single stage) splits
+    evenly; otherwise a min-max split of `costs_of(parallel.balance)`. Training measures the costs,
+    the planner reads them from its profile."""
     stages = run.parallel.pp * run.parallel.virtual_stages
     if run.parallel.split is not None:
         return list(run.parallel.split)
     if run.parallel.balance == "uniform" or stages == 1:
         return even_split(run.model.n_blocks, stages)
+    return min_max_split(costs_of(run.parallel.balance), stages)
+
+
+def balanced_split(run: RunConfig, device: torch.device) -> list[int]:
+    """`choose_split` with costs measured on this model (time: on `device`)."""
     measure = {"params": param_costs, "flops": flop_costs, "time": lambda r: time_costs(r, device)}
-    return min_max_split(measure[run.parallel.balance](run), stages)
+    return choose_split(run, lambda balance: measure[balance](run))
