@@ -9,9 +9,13 @@ from rich.table import Table
 
 from mpcli.config.schema import RunConfig
 from mpcli.config.validate import resolve_device
+from mpcli.estimate.schedule import bubble_fraction
 from mpcli.models import build_model
 from mpcli.parallel.partition import balanced_split
 from mpcli.parallel.pipeline import num_stages, split_blocks, stage_ranks
+
+# Above this idle share the plan suggests more microbatches.
+BUBBLE_HINT = 0.2
 
 
 @dataclass
@@ -73,4 +77,21 @@ def plan_table(run: RunConfig) -> Table:
         per_rank = f" ({s.params / p.tp / 1e6:,.2f} M per tp rank)" if p.tp > 1 else ""
         params = f"{s.params / 1e6:,.2f} M{per_rank}"
         table.add_row(str(s.stage), str(s.pp_rank), _ranks(s.ranks), blocks, params)
+    table.caption = bubble_note(run)
     return table
+
+
+def bubble_note(run: RunConfig) -> str | None:
+    """The schedule's expected idle share per pipeline rank; when large, how many microbatches shrink it."""
+    p = run.parallel
+    if p.pp == 1:
+        return None
+    bubble = bubble_fraction(p)
+    note = f"expected pipeline bubble {bubble:.0%} ({p.schedule}, {p.microbatches} microbatches)"
+    if bubble <= BUBBLE_HINT:
+        return note
+    more = p.microbatches
+    while bubble_fraction(replace(p, microbatches=more)) > BUBBLE_HINT / 2:
+        more *= 2
+    smaller = bubble_fraction(replace(p, microbatches=more))
+    return f"{note}; parallel.microbatches={more} would make it {smaller:.0%}"

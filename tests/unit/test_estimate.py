@@ -18,6 +18,7 @@ from mpcli.estimate.stages import build_stages
 from mpcli.models import build_model, materialize, task_of
 from mpcli.models.gpt2 import GPT2, Block
 from mpcli.parallel.partition import flop_costs
+from mpcli.plan import BUBBLE_HINT, bubble_note
 from mpcli.train.optim import build_optimizer
 from tests.conftest import tiny_run
 
@@ -184,3 +185,15 @@ def test_activation_checkpointing_keeps_block_inputs() -> None:
     # 2 microbatches x 6 blocks x the fp32 residual stream (4 x 1024 x 768), + one block recomputed.
     block_input = 4 * 4 * 1024 * 768
     assert plain.checkpointed - 2 * 6 * block_input == pytest.approx(plain.working, rel=0.01)
+
+
+def test_plan_caption_states_the_bubble_and_how_to_shrink_it() -> None:
+    """pp=4 with 8 microbatches idles 3/11 of a 1F1B step: the plan says so and names a count that
+    brings it under half the hint threshold; small bubbles get no advice, pp=1 no caption."""
+    note = bubble_note(tiny_run("parallel.pp=4"))
+    assert note is not None and note.startswith("expected pipeline bubble 27% (1f1b, 8 microbatches)")
+    more = int(note.split("parallel.microbatches=")[1].split()[0])
+    suggested = tiny_run("parallel.pp=4", f"parallel.microbatches={more}").parallel
+    assert more == 32 and bubble_fraction(suggested) <= BUBBLE_HINT / 2
+    assert "parallel.microbatches=" not in (bubble_note(tiny_run("parallel.microbatches=16")) or "x")
+    assert bubble_note(tiny_run("parallel.pp=1")) is None
