@@ -23,6 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from mpcli.config import slurm
 from mpcli.config.schema import RunConfig
 from mpcli.errors import ConfigError
 
@@ -86,6 +87,7 @@ def find_recipe(conf: str, recipe_dirs: list[Path] | None = None) -> Path:
 
 def _register_schema() -> None:
     ConfigStore.instance().store(name="mpcli_schema", node=RunConfig)
+    slurm.register_resolver()
 
 
 def compose_dict(
@@ -185,6 +187,11 @@ def _friendly(exc: BaseException) -> str:
         options = re.search(r"Available options in '[^']+':\n((?:\t\S+\n)+)", full)
         known = ", ".join(options.group(1).split()) if options else "see conf/"
         return f"{group.group(1)}: no such config group option; available: {known}"
+    env = re.search(r"Environment variable '(\w+)' not found", full)
+    if env and full_key:
+        slurm_hint = " (topology=slurm runs inside a SLURM allocation, under srun)"
+        where = slurm_hint if env.group(1).startswith("SLURM") else ""
+        return f"{full_key.group(1)}: environment variable {env.group(1)} is not set{where}"
     deletion = re.search(r"does not support deletion\s+full_key: ([\w.]+)", full)
     if deletion:
         return f"~{deletion.group(1)}: schema keys cannot be removed; set a value instead"

@@ -1,4 +1,5 @@
-"""The plan's parameter, gradient and optimizer bytes equal what each rank holds under tp x FSDP."""
+"""The plan's parameter, gradient and optimizer bytes (and kept outputs) equal what each rank holds
+under tp x FSDP."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mpcli.estimate.memory import state_bytes
 from mpcli.estimate.profile import profile_model
 from mpcli.estimate.stages import build_stages
 from mpcli.launch import launch
+from mpcli.parallel.pipeline import TRAIN_KEEPS_OUTPUTS
 from tests.conftest import tiny_run
 from tests.dist.plan_tasks import state_task
 
@@ -24,4 +26,7 @@ def test_sharded_state_matches_every_rank(tmp_path: Path) -> None:
     results = launch(run, tmp_path, task=state_task)
     assert sorted(results) == [0, 1, 2, 3]
     for rank, real in results.items():
-        assert real == {"params": params, "grads": grads, "optimizer": optimizer}, rank
+        # The planner counts the last stage's kept outputs only where torch cannot skip them.
+        kept = run.parallel.microbatches if TRAIN_KEEPS_OUTPUTS else 0
+        expected = {"outputs_kept": kept, "params": params, "grads": grads, "optimizer": optimizer}
+        assert real == expected, rank

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -55,42 +56,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_over_loopback_match_one_node(tmp_path: Path) -> None:
-    """Two launchers on 127.0.0.1 form one 2-node job (one stage each) with the 1-node losses."""
+@pytest.mark.parametrize("how", ["keys", "slurm"])
+def test_two_nodes_over_loopback_match_one_node(tmp_path: Path, how: str) -> None:
+    """Two launchers on 127.0.0.1 form one 2-node job (one stage each) with the 1-node losses: set up
+    with topology keys, or with topology=slurm from the environment srun gives each node."""
     common = [*TINY, *SGD, "train.steps=5", "parallel.pp=2"]
     one_node = tmp_path / "one"
     done = mpcli("train", *common, "--quiet", "--run-dir", str(one_node), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
 
-    endpoint = f"127.0.0.1:{_free_port()}"
+    port = _free_port()
     two_nodes = tmp_path / "two"  # shared by both launchers, as on a shared file system
-    nodes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mpcli",
-                "train",
-                *common,
-                "topology.nnodes=2",
-                f"topology.node_rank={rank}",
-                f"topology.rdzv_endpoint={endpoint}",
-                "--quiet",
-                "--run-dir",
-                str(two_nodes),
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
+    nodes = []
+    for rank in (0, 1):
+        if how == "keys":
+            env = dict(os.environ)
+            topology = ["topology.nnodes=2", f"topology.node_rank={rank}",
+                        f"topology.rdzv_endpoint=127.0.0.1:{port}"]  # fmt: skip
+        else:
+            env = {**os.environ, "SLURM_NNODES": "2", "SLURM_NODEID": str(rank), "SLURM_JOB_ID": "77",
+                   "SLURM_JOB_NODELIST": "127.0.0.1", "MPCLI_RDZV_PORT": str(port)}  # fmt: skip
+            topology = ["topology=slurm"]
+        command = [
+            sys.executable,
+            "-m",
+            "mpcli",
+            "train",
+            *common,
+            *topology,
+            "--quiet",
+            "--run-dir",
+            str(two_nodes),
+        ]
+        nodes.append(
+            subprocess.Popen(
+                command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     for node in nodes:
         _, err = node.communicate(timeout=240)
         assert node.returncode == 0, err
     assert len(step_losses(two_nodes)) == 5
     np.testing.assert_allclose(step_losses(two_nodes), step_losses(one_node), rtol=0, atol=1e-5)
+    if how == "slurm":
+        assert "rdzv_id: slurm-77" in (two_nodes / "config.yaml").read_text()
 
 
 def test_worker_crash_reports_rank_error_and_log(tmp_path: Path) -> None:
