@@ -10,7 +10,7 @@ python3 -c "from torch.distributed.pipelining.schedules import ScheduleGPipe as 
 run() {  # name, overrides...
   local name=$1; shift
   echo "=== $name: $*"
-  python3 -m mpcli train conf=gpt2-pipeline train.steps=50 train.eval_every=25 "$@" \
+  python3 -m mpcli train conf=gpt2-pipeline train.steps=50 train.eval_every=25 train.compile=false "$@" \
     --quiet --run-dir "$out/$name" || tail -30 "$out/$name"/logs/rank_*.log
   cp "$out/$name/metrics.jsonl" "$out/$name.metrics.jsonl" 2>/dev/null
 }

@@ -8,7 +8,8 @@ out=${1:?usage: plan_vs_measured.sh OUT_DIR}
 mkdir -p "$out/runs"
 gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), '$gpus GPUs')"
-common="train.steps=5 train.eval_every=0 train.timeline_steps=0 checkpoint=none"
+# Eager: the activation model of `mpcli plan` describes eager autograd, not compiled graphs.
+common="train.steps=5 train.eval_every=0 train.timeline_steps=0 checkpoint=none train.compile=false"
 
 estimate() {  # overrides... -> "peak per_rank..." in GiB from the plan (no processes)
   python3 - "$@" <<'PY'
