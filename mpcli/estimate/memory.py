@@ -20,7 +20,7 @@ What a rank holds (bytes; "local" = after tensor-parallel sharding, on the large
 - activations: each stage's saved tensors per microbatch (stages.py) times the microbatches its
   schedule holds at the peak (schedule.py); with per-block activation checkpointing only each block's
   input is held, plus one block recomputed.
-- outputs: with a torch whose schedules cannot skip it (TRAIN_KEEPS_OUTPUTS), the last stage keeps
+- outputs: with a torch whose schedules cannot skip it (OUTPUTS_ALWAYS_KEPT), the last stage keeps
   every microbatch's output for the merged result the schedule returns (GPT-2: the logits, b s V in
   the autocast dtype), and concatenates them at the end (a second copy); otherwise nothing.
 - working memory: the largest temporary on top: the loss backward's gradients of the log-softmax
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from mpcli.config.schema import RunConfig
 from mpcli.estimate.schedule import chunks_in_flight
 from mpcli.estimate.stages import Stage, activations
-from mpcli.parallel.pipeline import TRAIN_KEEPS_OUTPUTS
+from mpcli.parallel.pipeline import OUTPUTS_ALWAYS_KEPT
 
 FP32, BF16 = 4, 2
 
@@ -99,6 +99,6 @@ def rank_memory(
         recompute = a.largest_block if mode != "none" else 0.0  # one checkpointed block recomputed
         memory.activations += chunks * a.held(mode) + recompute
         memory.checkpointed += chunks * a.held("full") + a.largest_block
-        memory.outputs += p.microbatches * a.outputs if TRAIN_KEEPS_OUTPUTS else 0.0
+        memory.outputs += p.microbatches * a.outputs if OUTPUTS_ALWAYS_KEPT else 0.0
         memory.working = max(memory.working, a.largest_block, a.loss_backward)
     return memory

@@ -42,10 +42,10 @@ SCHEDULE_CLASSES: dict[str, type[torch_schedules._PipelineSchedule]] = {
 }
 
 
-# Newer torch lets a training step skip keeping the last stage's outputs for a merged result that
-# training never reads (GPT-2: every microbatch's logits); older torch always keeps them.
+# Newer torch lets a step skip keeping the last stage's outputs for a merged result that training
+# (and a loss-only evaluation) never reads (GPT-2: every microbatch's logits); older torch keeps them.
 _STEP_PARAMETERS = inspect.signature(torch_schedules.PipelineScheduleSingle.step).parameters
-TRAIN_KEEPS_OUTPUTS = "return_outputs" not in _STEP_PARAMETERS
+OUTPUTS_ALWAYS_KEPT = "return_outputs" not in _STEP_PARAMETERS
 
 
 def split_blocks(n_blocks: int, stages: int, split: list[int] | None = None) -> list[list[int]]:
@@ -88,23 +88,23 @@ class Pipeline:
         return self.num_stages - 1 in self.stage_indices
 
     def step(
-        self, inputs: torch.Tensor, targets: torch.Tensor, *, train: bool = True
+        self, inputs: torch.Tensor, targets: torch.Tensor, *, train: bool = True, outputs: bool = False
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """One pipelined forward (+ backward when `train`): per-microbatch losses and the merged
-        output of the last stage (on the rank holding it; empty / None elsewhere)."""
+        """One pipelined forward (+ backward when `train`): per-microbatch losses and, when `outputs`,
+        the merged output of the last stage (on the rank holding it; None elsewhere)."""
         losses: list[torch.Tensor] = []
         args = (inputs,) if self.has_first_stage else ()
-        kwargs = {"target": targets, "losses": losses} if self.has_last_stage else {}
+        kwargs: dict[str, object] = {"target": targets, "losses": losses} if self.has_last_stage else {}
+        if not OUTPUTS_ALWAYS_KEPT:
+            kwargs["return_outputs"] = outputs
         if train or self.eval_needs_backward:
             # torch's forward-only eval() fails for V-shaped schedules ("can't steal_bwd_input"):
             # they evaluate through step(); the gradients it leaves are cleared by the next step.
-            if train and not TRAIN_KEEPS_OUTPUTS:
-                kwargs["return_outputs"] = False
             with torch.enable_grad():
                 output = self.schedule.step(*args, **kwargs)
         else:
             output = self.schedule.eval(*args, **kwargs)
-        return losses, output if self.has_last_stage else None
+        return losses, output if self.has_last_stage and outputs else None
 
 
 def _build_stage(

@@ -146,7 +146,7 @@ class Trainer:
             inputs, targets = sampler.batch(i)
             with self._context():
                 batch_losses, output = self.pipeline.step(
-                    inputs.to(self.device), targets.to(self.device), train=False
+                    inputs.to(self.device), targets.to(self.device), train=False, outputs=self.task.accuracy
                 )
             losses += [_local(loss) for loss in batch_losses]
             if output is not None and self.task.accuracy:

@@ -11,7 +11,7 @@ from mpcli.estimate.memory import state_bytes
 from mpcli.estimate.profile import profile_model
 from mpcli.estimate.stages import build_stages
 from mpcli.launch import launch
-from mpcli.parallel.pipeline import TRAIN_KEEPS_OUTPUTS
+from mpcli.parallel.pipeline import OUTPUTS_ALWAYS_KEPT
 from tests.conftest import tiny_run
 from tests.dist.plan_tasks import state_task
 
@@ -27,6 +27,6 @@ def test_sharded_state_matches_every_rank(tmp_path: Path) -> None:
     assert sorted(results) == [0, 1, 2, 3]
     for rank, real in results.items():
         # The planner counts the last stage's kept outputs only where torch cannot skip them.
-        kept = run.parallel.microbatches if TRAIN_KEEPS_OUTPUTS else 0
+        kept = run.parallel.microbatches if OUTPUTS_ALWAYS_KEPT else 0
         expected = {"outputs_kept": kept, "params": params, "grads": grads, "optimizer": optimizer}
         assert real == expected, rank
