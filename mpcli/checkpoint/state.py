@@ -112,13 +112,14 @@ class Checkpointer:
 
     # ---- save -------------------------------------------------------------------------------------
 
-    def _due(self, done: int) -> bool:
+    def due(self, done: int) -> bool:
+        """Whether a checkpoint is saved after `done` steps."""
         every = self.cfg.every
         return every > 0 and (done % every == 0 or done == self.run.train.steps)
 
     def maybe_save(self, done: int) -> None:
         """Save after `done` steps when due (every `checkpoint.every` steps and at the last)."""
-        if not self._due(done):
+        if not self.due(done):
             return
         self.wait()
         model_sd = get_model_state_dict(self.stages)

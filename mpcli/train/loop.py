@@ -16,7 +16,7 @@ from mpcli.data.sampler import GlobalSampler
 from mpcli.models import build_model
 from mpcli.topology import Axis, ParallelDims
 from mpcli.train.metrics import MetricsWriter, mfu, peak_tflops
-from mpcli.train.step import EvalResult, Trainer
+from mpcli.train.step import EvalResult, StepStats, Trainer
 from mpcli.train.timeline import StepTimeline
 
 
@@ -45,7 +45,7 @@ class Reporter:
     """Turns step results into metrics.jsonl records (written by global rank 0 only)."""
 
     def __init__(self, run: RunConfig, trainer: Trainer, *, samples_per_step: int, run_dir: Path) -> None:
-        self.trainer, self.world = trainer, trainer.dims.world_size
+        self.world = trainer.dims.world_size
         self.samples_per_step = samples_per_step
         self.tokens_per_step = samples_per_step * trainer.task.tokens_per_sample
         self.cuda = trainer.device.type == "cuda"
@@ -54,8 +54,16 @@ class Reporter:
         self.flops_per_sample = build_model(run.model).flops_per_sample()
         self.writer = MetricsWriter(run_dir / "metrics.jsonl") if dist.get_rank() == 0 else None
 
-    def step(self, done: int, *, loss: float, lr: float, grad_norm: float, step_time: float) -> None:
-        max_mem_gb = self.trainer.max_memory_gb() if self.cuda else None  # collective: every rank
+    def step(
+        self,
+        done: int,
+        *,
+        loss: float,
+        lr: float,
+        grad_norm: float,
+        step_time: float,
+        max_mem_gb: float | None,
+    ) -> None:
         if self.writer is None:
             return
         tps = self.tokens_per_step / step_time
@@ -93,6 +101,79 @@ class Reporter:
             self.writer.close()
 
 
+Mark = torch.cuda.Event | float
+
+
+class _DeviceClock:
+    """Time marks on the device's own timeline: CUDA events (the device runs behind the host), or the
+    host clock where work is synchronous (CPU)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def mark(self) -> Mark:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, begin: Mark, end: Mark) -> float:
+        if isinstance(begin, torch.cuda.Event) and isinstance(end, torch.cuda.Event):
+            end.synchronize()
+            return begin.elapsed_time(end) / 1000
+        assert isinstance(begin, float) and isinstance(end, float)
+        return end - begin
+
+
+@dataclass
+class _Queued:
+    done: int  # steps done once this one is
+    lr: float
+    stats: StepStats
+    start: Mark  # before the step was queued
+    end: Mark  # after it
+
+
+class _StepReader:
+    """Reads each queued step's results once the next step is queued (so the device never waits for
+    the host between steps) and records them. A step's time runs from the end of the step before it
+    on the device's timeline, or from its own start after other work (evaluation, checkpoints)."""
+
+    def __init__(self, run: RunConfig, reporter: Reporter, result: TrainResult, clock: _DeviceClock) -> None:
+        self.run, self.reporter, self.result, self.clock = run, reporter, result, clock
+        self.queued: _Queued | None = None
+        self.last_end: Mark | None = None
+
+    def queue(self, step: _Queued) -> None:
+        """Hold `step` (already launched) and read the one before it."""
+        previous, self.queued = self.queued, step
+        if previous is not None:
+            self._read(previous)
+
+    def flush(self) -> None:
+        """Read the held step now (waits for it); the next step's time starts afresh."""
+        if self.queued is not None:
+            self._read(self.queued)
+            self.queued = None
+        self.last_end = None
+
+    def _read(self, step: _Queued) -> None:
+        loss, grad_norm, peak = step.stats.read()
+        step_time = self.clock.seconds(self.last_end if self.last_end is not None else step.start, step.end)
+        self.last_end = step.end
+        self.result.losses.append(loss)
+        if _due(step.done, self.run.train.log_every, self.run.train.steps):
+            self.reporter.step(
+                step.done,
+                loss=loss,
+                lr=step.lr,
+                grad_norm=grad_norm,
+                step_time=step_time,
+                max_mem_gb=peak,
+            )
+
+
 def train(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> TrainResult:
     """Run `train.steps` steps; global rank 0 writes metrics.jsonl."""
     torch.manual_seed(run.train.seed)
@@ -103,21 +184,23 @@ def train(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: 
     stages = dict(zip(trainer.pipeline.stage_indices, trainer.parts, strict=True))
     timeline = StepTimeline(stages, run.train.timeline_steps, device=device, run_dir=run_dir)
     checkpointer = Checkpointer(run, trainer, train_data, run_dir=run_dir)
+    clock = _DeviceClock(device)
+    reader = _StepReader(run, reporter, result, clock)
     for step in range(checkpointer.restore(), steps):
+        done = step + 1
         timeline.begin(step)
-        start = time.perf_counter()
-        lr = trainer.lr_schedule.get_last_lr()[0]
-        loss, grad_norm = trainer.train_step(*train_data.batch(step))
-        step_time = time.perf_counter() - start
+        lr, start = trainer.lr_schedule.get_last_lr()[0], clock.mark()
+        stats = trainer.launch_step(*train_data.batch(step))
+        reader.queue(_Queued(done, lr, stats, start, clock.mark()))
         timeline.end(step)
         idle = timeline.idle_fraction(step)  # recorded steps are the same on every rank
         if idle is not None:
-            reporter.bubble(step + 1, trainer.per_rank(idle))
-        result.losses.append(loss)
-        done = step + 1
-        if _due(done, run.train.log_every, steps):
-            reporter.step(done, loss=loss, lr=lr, grad_norm=grad_norm, step_time=step_time)
-        if _due(done, run.train.eval_every, steps):
+            reporter.bubble(done, trainer.per_rank(idle))
+        evaluate = _due(done, run.train.eval_every, steps)
+        if idle is None and not evaluate and not checkpointer.due(done) and done < steps:
+            continue
+        reader.flush()  # what follows waits for this step anyway
+        if evaluate:
             result.evals[done] = trainer.evaluate(eval_data, run.train.eval_batches)
             reporter.eval(done, result.evals[done])
         checkpointer.maybe_save(done)

@@ -26,6 +26,24 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class StepStats:
+    """One step's loss, gradient norm and peak memory, still on the device. Reading them waits for
+    that step's work alone, so the loop reads them after queueing the next step: the device never
+    idles between steps waiting for the host."""
+
+    summed: torch.Tensor  # (loss sum, loss count) over every rank's microbatches
+    grad_norm: torch.Tensor  # global, before clipping
+    peak_gb: torch.Tensor | None  # max over ranks of max_memory_allocated (CUDA only)
+
+    def read(self) -> tuple[float, float, float | None]:
+        """(mean loss, grad norm, peak GiB or None): one device-to-host copy."""
+        parts = [self.summed, self.grad_norm.reshape(1).to(self.summed)]
+        parts += [self.peak_gb.to(self.summed)] if self.peak_gb is not None else []
+        values = torch.cat(parts).tolist()
+        return values[0] / values[1], values[2], values[3] if self.peak_gb is not None else None
+
+
+@dataclass
 class EvalResult:
     loss: float
     accuracy: float | None
@@ -98,11 +116,18 @@ class Trainer:
             torch._foreach_mul_([_local(g) for g in grads], factor)
         return total
 
+    def _summed_over_ranks(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """(sum of `values`, their count) over every rank, on the device (the ranks holding none add 0)."""
+        # Built on the device: a blocking host-to-device copy would wait for everything queued.
+        zero = torch.zeros((), device=self.device)
+        local = torch.stack([v.detach().float() for v in values]).sum() if values else zero
+        packed = torch.stack([local, torch.full((), float(len(values)), device=self.device)])
+        dist.all_reduce(packed)
+        return packed
+
     def _mean_over_ranks(self, values: list[torch.Tensor]) -> float:
-        """Sum of `values` over the ranks that have any, divided by their count, known on every rank."""
-        local = torch.stack([v.detach().float() for v in values]).sum() if values else torch.zeros(())
-        count = torch.tensor(float(len(values)), device=self.device)
-        return self._ratio_over_ranks(torch.stack([local.to(self.device), count]))
+        summed = self._summed_over_ranks(values)
+        return float(summed[0] / summed[1])
 
     def _ratio_over_ranks(self, packed: torch.Tensor) -> float:
         """packed[0] / packed[1], both summed over every rank."""
@@ -110,18 +135,41 @@ class Trainer:
         dist.all_reduce(packed)
         return float(packed[0] / packed[1])
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-        """(loss, grad norm) of one optimizer step on this rank's batch."""
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch on the device without waiting: a pageable copy to CUDA would first wait for all
+        queued work (the previous step); a pinned one is queued behind it instead."""
+        if self.device.type != "cuda":
+            return batch
+        return batch.pin_memory().to(self.device, non_blocking=True)
+
+    def _peak_memory(self) -> torch.Tensor | None:
+        """Peak CUDA memory (GiB) of the busiest rank, on the device; None off CUDA. The allocator
+        counts at queueing time, so this step's peak is known without waiting for it."""
+        if self.device.type != "cuda":
+            return None
+        peak = torch.full((1,), torch.cuda.max_memory_allocated(self.device) / 2**30, device=self.device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        return peak
+
+    def launch_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepStats:
+        """Queue one optimizer step on this rank's batch; nothing here waits for the device."""
         self.optimizer.zero_grad(set_to_none=True)
         with self._context():
-            losses, _ = self.pipeline.step(inputs.to(self.device), targets.to(self.device))
+            losses, _ = self.pipeline.step(self._to_device(inputs), self._to_device(targets))
         if self.dims.tp > 1:
             reduce_partial_grads(self.params)
         self._sync_tied_grads()
         grad_norm = self._clip_grads()
         self.optimizer.step()
         self.lr_schedule.step()
-        return self._mean_over_ranks([_local(loss) for loss in losses]), float(grad_norm)
+        return StepStats(
+            self._summed_over_ranks([_local(loss) for loss in losses]), grad_norm, self._peak_memory()
+        )
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+        """(loss, grad norm) of one optimizer step on this rank's batch, waiting for it."""
+        loss, grad_norm, _ = self.launch_step(inputs, targets).read()
+        return loss, grad_norm
 
     def per_rank(self, value: float) -> list[float]:
         """`value` of every global rank, known on every rank."""
@@ -129,12 +177,6 @@ class Trainer:
         values[dist.get_rank()] = value
         dist.all_reduce(values)
         return values.tolist()
-
-    def max_memory_gb(self) -> float:
-        """Peak CUDA memory allocated by the busiest rank."""
-        peak = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30, device=self.device)
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-        return float(peak)
 
     @torch.no_grad()
     def evaluate(self, sampler: GlobalSampler, batches: int) -> EvalResult:
