@@ -118,6 +118,7 @@ def _build_stage(
     dims: ParallelDims,
     device: torch.device,
 ) -> StagedModel:
+    bf16 = bf16_enabled(train.precision, device.type)
     model = build_model(model_cfg)
     model.keep_stage(blocks, first=first, last=last)
     materialize(model, device, train.seed)
@@ -129,7 +130,7 @@ def _build_stage(
             plan,
             sequence_parallel=parallel.sequence_parallel,
             loss_parallel=parallel.loss_parallel,
-            compute_dtype=torch.bfloat16 if bf16_enabled(train.precision, device.type) else None,
+            compute_dtype=torch.bfloat16 if bf16 else None,
         )
         model.tie_weights()  # sharding replaced the tied parameter on one side
     apply_activation_checkpointing(model.blocks, train.activation_checkpointing)
@@ -139,7 +140,6 @@ def _build_stage(
         else:
             compile_blocks(model.blocks)
     if dims.dp_enabled:
-        bf16 = bf16_enabled(train.precision, device.type)
         apply_dp(model, dims.mesh[Axis.DP], bf16=bf16, microbatches=parallel.microbatches)
     return model
 

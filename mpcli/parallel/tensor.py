@@ -115,13 +115,17 @@ def reduce_partial_grads(params: Iterable[nn.Parameter]) -> None:
         grad = param.grad
         if not isinstance(grad, DTensor) or not any(p.is_partial() for p in grad.placements):
             continue
-        summed = tuple(Replicate() if p.is_partial() else p for p in grad.placements)
         if any(p.is_partial() and p.reduce_op != "sum" for p in grad.placements):  # type: ignore[attr-defined]
-            param.grad = grad.redistribute(grad.device_mesh, summed)  # rare: let DTensor do it
+            param.grad = grad.redistribute(grad.device_mesh, _summed(grad.placements))  # rare: DTensor's way
         else:
             buckets.setdefault((grad.device_mesh, grad.placements, grad.dtype), []).append(param)
     for (mesh, placements, _), bucket in buckets.items():
         _sum_bucket(bucket, mesh, placements)
+
+
+def _summed(placements: tuple[Placement, ...]) -> tuple[Placement, ...]:
+    """The placements of a gradient once its pending sums are done."""
+    return tuple(Replicate() if p.is_partial() else p for p in placements)
 
 
 @torch.no_grad()
@@ -132,7 +136,7 @@ def _sum_bucket(bucket: list[nn.Parameter], mesh: DeviceMesh, placements: tuple[
     for dim, placement in enumerate(placements):
         if placement.is_partial():
             dist.all_reduce(flat, group=mesh.get_group(dim))
-    summed = tuple(Replicate() if p.is_partial() else p for p in placements)
+    summed = _summed(placements)
     chunks = flat.split([g.to_local().numel() for g in grads])
     for param, grad, chunk in zip(bucket, grads, chunks, strict=True):
         local = chunk.view_as(grad.to_local())

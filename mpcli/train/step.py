@@ -116,24 +116,23 @@ class Trainer:
             torch._foreach_mul_([_local(g) for g in grads], factor)
         return total
 
-    def _summed_over_ranks(self, values: list[torch.Tensor]) -> torch.Tensor:
-        """(sum of `values`, their count) over every rank, on the device (the ranks holding none add 0)."""
-        # Built on the device: a blocking host-to-device copy would wait for everything queued.
+    def _sum_and_count(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """(sum of `values`, their count) on this rank, built on the device: a blocking host-to-device
+        copy would wait for everything queued. A rank holding no values gives (0, 0)."""
         zero = torch.zeros((), device=self.device)
         local = torch.stack([v.detach().float() for v in values]).sum() if values else zero
-        packed = torch.stack([local, torch.full((), float(len(values)), device=self.device)])
+        return torch.stack([local, torch.full((), float(len(values)), device=self.device)])
+
+    def _summed_over_ranks(self, packed: torch.Tensor) -> torch.Tensor:
+        """`packed` summed over every rank, on the device."""
+        packed = packed.to(self.device)
         dist.all_reduce(packed)
         return packed
 
-    def _mean_over_ranks(self, values: list[torch.Tensor]) -> float:
-        summed = self._summed_over_ranks(values)
-        return float(summed[0] / summed[1])
-
     def _ratio_over_ranks(self, packed: torch.Tensor) -> float:
         """packed[0] / packed[1], both summed over every rank."""
-        packed = packed.to(self.device)
-        dist.all_reduce(packed)
-        return float(packed[0] / packed[1])
+        summed = self._summed_over_ranks(packed)
+        return float(summed[0] / summed[1])
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch on the device without waiting: a pageable copy to CUDA would first wait for all
@@ -162,9 +161,8 @@ class Trainer:
         grad_norm = self._clip_grads()
         self.optimizer.step()
         self.lr_schedule.step()
-        return StepStats(
-            self._summed_over_ranks([_local(loss) for loss in losses]), grad_norm, self._peak_memory()
-        )
+        summed = self._summed_over_ranks(self._sum_and_count([_local(loss) for loss in losses]))
+        return StepStats(summed, grad_norm, self._peak_memory())
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
         """(loss, grad norm) of one optimizer step on this rank's batch, waiting for it."""
@@ -198,4 +196,4 @@ class Trainer:
             part.train()
         # Hits / items over the ranks holding the last stage (tp replicas count alike).
         accuracy = self._ratio_over_ranks(correct) if self.task.accuracy else None
-        return EvalResult(self._mean_over_ranks(losses), accuracy)
+        return EvalResult(self._ratio_over_ranks(self._sum_and_count(losses)), accuracy)
