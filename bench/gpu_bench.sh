@@ -6,7 +6,8 @@
 #   optionally with environment settings for that run first, e.g. "TORCHINDUCTOR_CPP_WRAPPER=1 parallel.pp=2".
 #   Without LAYOUTS: every named layout this machine's GPUs and the model's heads allow.
 # Environment: STEPS (30), WARMUP (10: steps left out of the means), RUN_TIMEOUT (s per mpcli run, 420;
-#   a fresh machine needs ~100-120 s to start and compile a run before its first step).
+#   a fresh machine needs ~100-120 s to start and compile a run before its first step), REF_DIR (reuse
+#   the ref_SIZE.json found there instead of measuring the reference again).
 # Prints one table row per run (tok/s per GPU, MFU, peak memory per GPU, ratio to the reference, wall
 # time); the rows also go to OUT/table.md. A run cut off by RUN_TIMEOUT reports the steps it finished.
 # The whole matrix outlasts one 10-minute device command: start it detached and collect the table later,
@@ -37,13 +38,18 @@ bench_size() {  # SIZE: the reference, then each layout
     (( gpus >= 4 )) && layouts+=";pp4"
     (( gpus >= 4 && heads % 2 == 0 )) && layouts+=";pp2tp2"
   fi
-  python3 bench/reference_gpt2.py --layers "$layers" --heads "$heads" --dim "$dim" --batch 16 --steps "$steps" \
-    --warmup "$warmup" > "$out/ref_$size.json" || { echo "reference gpt2-$size failed"; return; }
+  if [[ -n ${REF_DIR:-} && -s $REF_DIR/ref_$size.json ]]; then
+    cp "$REF_DIR/ref_$size.json" "$out/"  # measured earlier on this machine (gpu_matrix.sh)
+  else
+    python3 bench/reference_gpt2.py --layers "$layers" --heads "$heads" --dim "$dim" --batch 16 \
+      --steps "$steps" --warmup "$warmup" > "$out/ref_$size.json" || { echo "reference gpt2-$size failed"; return; }
+  fi
   echo "reference gpt2-$size: $(cat "$out/ref_$size.json")"
   local runs layout overrides envs args word start
   IFS=';' read -ra runs <<< "$layouts"
   for layout in "${runs[@]}"; do
     i=$((i + 1))
+    while [[ -e $out/run$i ]]; do i=$((i + 1)); done  # OUT may hold an earlier call's runs
     overrides=${named[$layout]:-$layout}
     envs=(); args=()
     for word in $overrides; do

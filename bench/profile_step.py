@@ -1,12 +1,15 @@
-"""Profile training steps of one layout on rank 0: `python3 bench/profile_step.py OUT k=v ...`.
+"""Profile training steps of one layout: `python3 bench/profile_step.py OUT k=v ...`.
 
 Launches the layout through mpcli (same code path as `mpcli train`), runs a few warm-up steps, then
-profiles 3 steps with torch.profiler on global rank 0 and writes the top operators by self CPU and
-self CUDA time to OUT/profile_<layout>.txt.
+profiles 3 steps with torch.profiler and writes rank 0's top operators by self CPU and self CUDA time
+to OUT/profile_<layout>.txt. With PROFILE_TRACE=1 every rank's timeline goes to
+OUT/trace_<layout>_rank<r>.json.gz: a collective's duration on one rank is mostly its wait for the
+others, so comparing ranks shows which one the step waits for.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,24 +26,34 @@ from mpcli.train.loop import _samplers
 from mpcli.train.step import Trainer
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def profile_task(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> None:
     trainer = Trainer(run, dims=dims, device=device)
     data, _ = _samplers(run, dims)
     for step in range(5):
         trainer.train_step(*data.batch(step))
-    torch.cuda.synchronize()
+    _sync(device)
     start = time.perf_counter()
-    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        for step in range(5, 8):
-            trainer.train_step(*data.batch(step))
-        torch.cuda.synchronize()
+        # Queued back to back as in training (no host wait between steps), read once at the end.
+        queued = [trainer.launch_step(*data.batch(step)) for step in range(5, 8)]
+        _sync(device)
     per_step = (time.perf_counter() - start) / 3
-    if dist.get_rank() == 0:
+    for stats in queued:
+        stats.read()
+    rank = dist.get_rank()
+    if rank == 0:
         table_cpu = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
         table_cuda = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15)
         text = f"step time (profiled) {per_step:.3f} s\n{table_cpu}\n{table_cuda}\n"
         (run_dir.parent / f"profile_{run.name}.txt").write_text(text)
+    if os.environ.get("PROFILE_TRACE"):  # every rank's timeline (chrome://tracing, Perfetto): who waits
+        prof.export_chrome_trace(str(run_dir.parent / f"trace_{run.name}_rank{rank}.json.gz"))
 
 
 if __name__ == "__main__":
