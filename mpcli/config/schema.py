@@ -122,6 +122,8 @@ class TrainConfig:
     peak_tflops: float | None = None
     # torch.compile (in place: parameter names stay); null = on for CUDA, off on CPU (slow to start).
     compile: bool | None = None
+    # AdamW's fused kernel (one launch updates every parameter); null = on for CUDA, off on CPU.
+    fused_optimizer: bool | None = None
     # What one compiled graph covers: block (each block alone; works with tensor and data parallel),
     # stage (a stage's whole forward: fewer graph calls, fusion across blocks; tp=1 and dp=1 only),
     # or auto (stage where allowed, else block).

@@ -27,9 +27,9 @@ def bf16_enabled(precision: str, device_type: str) -> bool:
     return precision == "bf16" or (precision == "auto" and device_type == "cuda")
 
 
-def compile_enabled(compile_: bool | None, device_type: str) -> bool:
-    """`null` means torch.compile on CUDA and eager elsewhere."""
-    return compile_ if compile_ is not None else device_type == "cuda"
+def on_for_cuda(setting: bool | None, device_type: str) -> bool:
+    """A speed switch whose `null` means on for CUDA, off elsewhere (train.compile, train.fused_optimizer)."""
+    return setting if setting is not None else device_type == "cuda"
 
 
 def _check_topology(run: RunConfig, cuda_devices: int) -> None:

@@ -17,7 +17,7 @@ from torch.distributed.pipelining import PipelineStage
 from torch.distributed.pipelining import schedules as torch_schedules
 
 from mpcli.config.schema import V_SCHEDULES, ModelConfig, ParallelConfig, TrainConfig
-from mpcli.config.validate import bf16_enabled, compile_enabled
+from mpcli.config.validate import bf16_enabled, on_for_cuda
 from mpcli.models import build_model, materialize
 from mpcli.models.base import LossFn, StagedModel
 from mpcli.parallel.data import apply_dp
@@ -134,7 +134,7 @@ def _build_stage(
         )
         model.tie_weights()  # sharding replaced the tied parameter on one side
     apply_activation_checkpointing(model.blocks, train.activation_checkpointing)
-    if compile_enabled(train.compile, device.type):
+    if on_for_cuda(train.compile, device.type):
         if compiles_whole_stage(train.compile_scope, tp=dims.tp, dp=dims.dp):
             compile_stage(model)
         else:
@@ -168,7 +168,7 @@ def build_pipeline(
         stages.append(PipelineStage(part, index, total, device, group=pp_group))
     schedule_cls = SCHEDULE_CLASSES[parallel.schedule]
     multi = issubclass(schedule_cls, torch_schedules.PipelineScheduleMulti)
-    if compile_enabled(train.compile, device.type) and not (dims.tp > 1 and parallel.loss_parallel):
+    if on_for_cuda(train.compile, device.type) and not (dims.tp > 1 and parallel.loss_parallel):
         # The upcast, log-softmax and NLL fuse: GPT-2's float32 logits are never materialised.
         # (Under loss_parallel the logits are vocabulary-sharded DTensors: left eager.)
         loss_fn = torch.compile(loss_fn)

@@ -10,6 +10,7 @@ from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from mpcli.config.schema import TrainConfig
+from mpcli.config.validate import on_for_cuda
 
 
 def build_optimizer(
@@ -29,9 +30,8 @@ def build_optimizer(
                               (0.0, [p for p in params if p.dim() < 2]))
         for group in _by_kind(subset)
     ]  # fmt: skip
-    return torch.optim.AdamW(
-        groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=device_type == "cuda"
-    )
+    fused = on_for_cuda(train.fused_optimizer, device_type)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=fused)
 
 
 def _by_kind(params: list[nn.Parameter]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: linear warm-up, then cosine decay to min_lr_ratio."""
+"""The optimizer (fused or not) and the learning-rate schedule: linear warm-up, then cosine decay."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mpcli.config.schema import TrainConfig
-from mpcli.train.optim import build_lr_schedule, lr_factor
+from mpcli.train.optim import build_lr_schedule, build_optimizer, lr_factor
 
 TRAIN = TrainConfig(steps=100, warmup=10, min_lr_ratio=0.1, lr=1e-3)
 
@@ -46,3 +46,33 @@ def test_schedule_drives_the_optimizer() -> None:
         assert optimizer.param_groups[0]["lr"] == pytest.approx(TRAIN.lr * lr_factor(step, TRAIN))
         optimizer.step()
         schedule.step()
+
+
+@pytest.mark.parametrize(
+    ("setting", "device_type", "fused"), [(None, "cpu", False), (None, "cuda", True), (True, "cpu", True)]
+)
+def test_fused_optimizer_switch(setting: bool | None, device_type: str, fused: bool) -> None:
+    """train.fused_optimizer: null = fused on CUDA only; an explicit value wins (building needs no GPU)."""
+    train = TrainConfig(fused_optimizer=setting)
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], train, device_type=device_type)
+    assert all(group["fused"] is fused for group in optimizer.param_groups)
+
+
+def test_fused_adamw_steps_like_the_loop_version() -> None:
+    """The fused kernel is a speed switch only: same updates (float32, CPU), decay split kept."""
+    torch.manual_seed(0)
+    shapes = [(8, 4), (4,), (3, 3)]
+    start = [torch.randn(shape) for shape in shapes]
+    grads = [[torch.randn(shape) for shape in shapes] for _ in range(3)]
+    results = {}
+    for fused in (False, True):
+        params = [torch.nn.Parameter(value.clone()) for value in start]
+        optimizer = build_optimizer(params, TrainConfig(fused_optimizer=fused), device_type="cpu")
+        for step_grads in grads:
+            for param, grad in zip(params, step_grads, strict=True):
+                param.grad = grad.clone()
+            optimizer.step()
+        results[fused] = [param.detach() for param in params]
+    for plain, fused in zip(results[False], results[True], strict=True):
+        torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(results[True][0], start[0])  # it did update
