@@ -2,11 +2,11 @@
 
 Usage: python3 bench/trace_summary.py OUT/trace_<layout>_rank*.json.gz   (from bench/profile_step.py)
 
-Per rank: the window, how long compute kernels and NCCL kernels kept the GPU busy, how far the GPU ran
-behind the CPU (launch to start; near zero means the CPU is the bottleneck), and per collective kind
-and size the count and the mean/min/max kernel time. A collective whose minimum is far below its mean
-spends the difference waiting for another rank: the rank whose collectives are short is the one the
-others wait for.
+Per rank: the window; how long compute kernels and NCCL kernels kept the GPU busy and how long it sat
+idle (starved by its CPU); how far the GPU ran behind the CPU (launch to start; near zero: CPU-bound);
+and per collective kind and size the count and the mean/min/max kernel time. A collective whose
+minimum is far below its mean spends the difference waiting for another rank: the rank whose
+collectives are short is the one the others wait for.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def summarise(path: str) -> str:
     ]
     lines = [
         f"{path}: window {window:.1f} ms, compute busy {busy_ms(compute):.1f} ms, "
-        f"NCCL busy {busy_ms(nccl):.1f} ms, GPU behind CPU by "
+        f"NCCL busy {busy_ms(nccl):.1f} ms, idle {window - busy_ms(kernels):.1f} ms, GPU behind CPU by "
         + (f"{statistics.median(lags):.2f} ms (median)" if lags else "? ms")
     ]
     kinds: dict[tuple[str, object, object], list[float]] = defaultdict(list)
