@@ -37,8 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mpcli.config.schema import RunConfig
-from mpcli.estimate.schedule import chunks_in_flight
-from mpcli.estimate.stages import Stage, activations
+from mpcli.estimate.schedule import chunks_at_peaks
+from mpcli.estimate.stages import Activations, Stage, activations
 from mpcli.parallel.pipeline import OUTPUTS_ALWAYS_KEPT
 
 FP32, BF16 = 4, 2
@@ -87,7 +87,8 @@ def rank_memory(
     p, mode = run.parallel, run.train.activation_checkpointing
     mine = [s for s in stages if s.pp_rank == pp_rank]
     memory = RankMemory(pp_rank, [s.index for s in mine], *([0.0] * 9), dp=p.dp)
-    for stage, chunks in zip(mine, chunks_in_flight(p, pp_rank), strict=True):
+    held = []
+    for stage in mine:
         state = state_bytes(stage, dp=p.dp, optimizer=run.train.optimizer, bf16=bf16)
         memory.params += state[0]
         memory.grads += state[1]
@@ -96,9 +97,16 @@ def rank_memory(
         if bf16 and p.dp == 1:
             memory.casts += BF16 * sum(q.tp_numel for q in stage.params if q.cast)
         a = activations(run, stage, microbatch_size=microbatch_size, bf16=bf16)
-        recompute = a.largest_block if mode != "none" else 0.0  # one checkpointed block recomputed
-        memory.activations += chunks * a.held(mode) + recompute
-        memory.checkpointed += chunks * a.held("full") + a.largest_block
+        held.append(a)
         memory.outputs += p.microbatches * a.outputs if OUTPUTS_ALWAYS_KEPT else 0.0
         memory.working = max(memory.working, a.largest_block, a.loss_backward)
+    peaks = chunks_at_peaks(p, pp_rank)
+    recompute = sum(a.largest_block for a in held)  # one checkpointed block per stage recomputed
+    memory.activations = _held_at_peak(peaks, held, mode) + (recompute if mode != "none" else 0.0)
+    memory.checkpointed = _held_at_peak(peaks, held, "full") + recompute
     return memory
+
+
+def _held_at_peak(peaks: list[list[int]], held: list[Activations], mode: str) -> float:
+    """Activation bytes at the heaviest of the moments `peaks` (microbatches held per stage)."""
+    return max(sum(c * a.held(mode) for c, a in zip(counts, held, strict=True)) for counts in peaks)

@@ -13,9 +13,11 @@ with pp ranks, v stages per rank, M microbatches and r the rank's pipeline coord
   gradients (I); the tensors they keep are the inputs of the Linear layers, a part of each chunk's
   activations that the chunk count already includes, so nothing is added.
 - looped-bfs (ScheduleLoopedBFS): all forwards of each local stage, then the backwards: v M chunks.
-- zbv (ScheduleZBVZeroBubble): torch's warm-up runs min(M, 2 (pp - r) - 1 + r) forwards of the rank's
-  first (down) stage and min(M, pp) of its second (up) stage before the first backward.
-- dualpipev (ScheduleDualPipeV): modelled as zbv (same V placement, also splits I and W).
+- zbv (ScheduleZBVZeroBubble): the rank's first (down) stage peaks at min(M, 2 pp - r) chunks, its
+  second (up) stage at min(M, r + 1), but not at once: the rank holds either min(M, 2 pp - r) +
+  min(M, r) or min(M, 2 pp - r - 1) + min(M, r + 1), whichever weighs more (a unit test checks this
+  against torch's own action order).
+- dualpipev (ScheduleDualPipeV): an upper bound, min(M, 2 (pp - r) - 1 + r) down and min(M, pp) up.
 
 Bubble (the share of a step a rank waits), with b0 = (pp - 1) / (M + pp - 1):
 
@@ -35,19 +37,31 @@ ZERO_BUBBLE = ("interleaved-zero-bubble", "zbv", "dualpipev")
 
 
 def chunks_in_flight(parallel: ParallelConfig, pp_rank: int) -> list[int]:
-    """Microbatches held at the peak by each of the rank's stages (in stage order)."""
+    """The most microbatches each of the rank's stages (in stage order) holds at any moment."""
     pp, v, m, r = parallel.pp, parallel.virtual_stages, parallel.microbatches, pp_rank
     schedule = parallel.schedule
     if schedule == "gpipe" or schedule == "looped-bfs":
         return [m] * v
     if schedule == "1f1b":
         return [min(m, pp - r)]
-    if schedule in ("zbv", "dualpipev"):
+    if schedule == "zbv":
+        return [min(m, 2 * pp - r), min(m, r + 1)]
+    if schedule == "dualpipev":
         return [min(m, 2 * (pp - r) - 1 + r), min(m, pp)]
     hops = 2 if schedule == "interleaved-1f1b" else 1
     total = min(v * m, (v - 1) * pp + hops * (pp - 1 - r) + 1)
     # Warm-up forward k runs on local stage (k // pp) % v: rounds of pp microbatches per stage.
     return [sum(1 for k in range(total) if (k // pp) % v == i) for i in range(v)]
+
+
+def chunks_at_peaks(parallel: ParallelConfig, pp_rank: int) -> list[list[int]]:
+    """Microbatches held by each of the rank's stages at each moment that can be the rank's activation
+    peak. Usually one; zbv's two stages peak one action apart, and which moment weighs more depends
+    on the stages' activation sizes."""
+    pp, m, r = parallel.pp, parallel.microbatches, pp_rank
+    if parallel.schedule == "zbv":
+        return [[min(m, 2 * pp - r), min(m, r)], [min(m, 2 * pp - r - 1), min(m, r + 1)]]
+    return [chunks_in_flight(parallel, pp_rank)]
 
 
 def bubble_fraction(parallel: ParallelConfig) -> float:

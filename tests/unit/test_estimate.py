@@ -3,9 +3,12 @@ GPT-2's activation formula, and the schedule model."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from torch.autograd.graph import saved_tensors_hooks
+from torch.distributed.pipelining import schedules
 
 from mpcli.config.compose import compose
 from mpcli.config.schema import ModelConfig, RunConfig
@@ -13,7 +16,7 @@ from mpcli.estimate import gpt2
 from mpcli.estimate.layout import estimate
 from mpcli.estimate.memory import state_bytes
 from mpcli.estimate.profile import profile_model
-from mpcli.estimate.schedule import bubble_fraction, chunks_in_flight
+from mpcli.estimate.schedule import bubble_fraction, chunks_at_peaks, chunks_in_flight
 from mpcli.estimate.stages import build_stages
 from mpcli.models import build_model, materialize, task_of
 from mpcli.models.gpt2 import GPT2, Block
@@ -156,6 +159,43 @@ def test_schedule_model() -> None:
     # torch's warm-up: (v - 1) pp + 2 (pp - 1 - r) forwards, then one more before the first backward.
     assert [sum(chunks_in_flight(inter, r)) for r in range(2)] == [5, 3]
     assert bubble_fraction(inter) == pytest.approx(0.5 / 4.5)
+
+
+def _zbv_peak(pp: int, microbatches: int, rank: int, weights: tuple[int, int]) -> int:
+    """The heaviest moment of torch's own ZBV action order for one rank: each forward adds a chunk to
+    its stage, each input-gradient pass frees it (private API, read only here: a torch change that
+    moves the peaks fails this test instead of silently skewing the estimate)."""
+    order = schedules.ScheduleZBVZeroBubble._calculate_single_rank_operations(  # type: ignore[arg-type]
+        types.SimpleNamespace(pp_group_size=pp, num_stages=2 * pp, _n_microbatches=microbatches), rank
+    )
+    down, up = rank, 2 * pp - 1 - rank
+    held, peak = {down: 0, up: 0}, 0
+    for action in order:
+        if action is None:
+            continue
+        if action.computation_type == schedules.F:
+            held[action.stage_index] += 1
+        elif action.computation_type in (schedules.I, schedules.B):
+            held[action.stage_index] -= 1
+        peak = max(peak, held[down] * weights[0] + held[up] * weights[1])
+    return peak
+
+
+@pytest.mark.parametrize("pp", [2, 3, 4, 8])
+def test_zbv_peaks_match_torchs_order(pp: int) -> None:
+    for microbatches in (1, 2, 3, 5, 8, 16):
+        p = tiny_run(f"parallel.pp={pp}", "parallel.schedule=zbv", "parallel.virtual_stages=2",
+                     f"parallel.microbatches={max(microbatches, pp)}").parallel  # fmt: skip
+        p.microbatches = microbatches  # below pp too: the closed form caps at the count
+        for rank in range(pp):
+            for weights in ((1, 1), (1, 3), (3, 1)):
+                ours = max(c[0] * weights[0] + c[1] * weights[1] for c in chunks_at_peaks(p, rank))
+                assert ours == _zbv_peak(pp, microbatches, rank, weights), (microbatches, rank, weights)
+            per_stage = chunks_in_flight(p, rank)
+            assert per_stage == [
+                _zbv_peak(pp, microbatches, rank, (1, 0)),
+                _zbv_peak(pp, microbatches, rank, (0, 1)),
+            ]
 
 
 def test_memory_grows_with_microbatches_held_and_fsdp_shards_the_optimizer() -> None:
