@@ -11,6 +11,9 @@ reduce-scatter (g - 1) / g x n.
   row-wise output's size (in the autocast dtype). Sequence parallel replaces each all-reduce by an
   all-gather + reduce-scatter: the same bytes. A vocabulary-sharded embedding all-reduces its float32
   output; the head all-reduces its input gradient and, without loss_parallel, all-gathers the logits.
+  Collectives issued (tp_calls, for the host-time term of the step model): a Megatron pair issues 2
+  per microbatch (4 under sequence parallel), each embedding table 1 (2), the head 1 (2), plus 1 for the
+  logits' gather without loss_parallel.
 - fsdp (dp > 1): with several microbatches apply_dp keeps parameters gathered between forward and
   backward and the pipeline schedule keeps them through its backwards, so each is all-gathered once
   per step; with one microbatch blocks are resharded after the forward and gathered again for the
@@ -36,6 +39,7 @@ class CommVolume:
     tp: float = 0.0
     fsdp: float = 0.0
     tied: float = 0.0
+    tp_calls: float = 0.0  # tensor-parallel collectives issued per step
 
     @property
     def total(self) -> float:
@@ -61,22 +65,29 @@ def _p2p(run: RunConfig, stages: list[Stage], stage: Stage, microbatch_size: int
     return sent
 
 
-def _tp(run: RunConfig, stage: Stage, styles: dict[str, str], *, microbatch_size: int, bf16: bool) -> float:
+def _tp(
+    run: RunConfig, stage: Stage, styles: dict[str, str], *, microbatch_size: int, bf16: bool
+) -> tuple[float, float]:
+    """(bytes sent, collectives issued) per step for the stage's tensor-parallel modules."""
     p = run.parallel
     if p.tp == 1:
-        return 0.0
+        return 0.0, 0.0
     e = 2 if bf16 else FP32
-    size = 0.0  # all-reduced elements x bytes, per sample
+    per_call = 2 if p.sequence_parallel else 1  # an all-reduce becomes an all-gather + reduce-scatter
+    size = calls = 0.0  # all-reduced elements x bytes per sample; collectives per microbatch
     for part in stage.parts:
         for name, (n_in, n_out) in part.io.items():
             style = styles.get(name)
             if style == "rowwise":
                 size += 2 * n_out * e
+                calls += 2 * per_call
             elif style == "embedding":
                 size += n_out * FP32
+                calls += per_call
             elif style == "head":
                 size += n_in * e + (0 if p.loss_parallel else n_out * e / 2)  # all-gather: half
-    return all_reduce(size * microbatch_size * p.microbatches, p.tp)
+                calls += per_call + (0 if p.loss_parallel else 1)
+    return all_reduce(size * microbatch_size * p.microbatches, p.tp), calls * p.microbatches
 
 
 def _fsdp(run: RunConfig, stage: Stage, *, bf16: bool) -> float:
@@ -107,7 +118,9 @@ def rank_comm(
     volume = CommVolume()
     for stage in (s for s in stages if s.pp_rank == pp_rank):
         volume.p2p += _p2p(run, stages, stage, microbatch_size)
-        volume.tp += _tp(run, stage, styles, microbatch_size=microbatch_size, bf16=bf16)
+        tp_bytes, tp_calls = _tp(run, stage, styles, microbatch_size=microbatch_size, bf16=bf16)
+        volume.tp += tp_bytes
+        volume.tp_calls += tp_calls
         volume.fsdp += _fsdp(run, stage, bf16=bf16)
         volume.tied += _tied(run, stages, stage)
     return volume

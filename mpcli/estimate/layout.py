@@ -2,14 +2,20 @@
 
 Step-time model (used to rank layouts; absolute numbers are rough):
 
-    compute(rank) = FLOPs of its stages per step / tp / (peak TFLOP/s x efficiency)
+    gpu(rank)     = FLOPs of its stages per step / tp / (peak TFLOP/s x efficiency)
                     + 2 x v x M passes (forward, backward of one microbatch through one stage)
                       x a fixed cost per pass (Python scheduling, kernel launches, p2p latency)
+    host(rank)    = tensor-parallel collectives it issues per step x a fixed cost per collective
+    compute(rank) = max(gpu, host)
     step = max over ranks of compute x (1 + bubble / (1 - bubble))            [= compute / (1 - bubble)]
            + max over ranks of (tp bytes / tp bandwidth + fsdp bytes / dp bandwidth
                                 + (p2p + tied) bytes / pp bandwidth)
 
-The fixed cost per pass is what makes many tiny microbatches slower than a few large ones.
+The fixed cost per pass is what makes many tiny microbatches slower than a few large ones. The cost
+per tensor-parallel collective is empirical: with GPT-2-sized blocks the ranks were measured host-bound
+at ~1 ms per collective issued, whatever its size, while the 7B recipe's larger blocks stayed nearer
+the GPU bound; 0.8 ms puts the estimates of those three runs within -12%..+21% (gpt2-large tp2 at 1 x 16,
+pp2 x tp2 at 8 x 4, gpt-7b; H200, torch 2.11; docs/performance.md).
 
 Communication is not assumed to overlap with compute (a conservative choice). A mesh axis whose group
 stays inside one node uses the intra-node bandwidth, otherwise the inter-node one.
@@ -38,6 +44,7 @@ class CostModel:
     intra_node_gb_s: float = 300.0  # achieved GB/s per GPU inside a node (NVLink)
     inter_node_gb_s: float = 25.0  # achieved GB/s per GPU between nodes (200-400 Gb/s InfiniBand)
     pass_overhead_s: float = 1e-3  # fixed cost of one stage's forward or backward of one microbatch
+    tp_collective_s: float = 0.8e-3  # host time per tensor-parallel collective issued (fitted, H200)
     headroom: float = 0.9  # plan at most this share of --gpu-mem (CUDA context, fragmentation, NCCL)
 
 
@@ -85,7 +92,13 @@ class LayoutEstimate:
         peak = (self.run.train.peak_tflops or cost.peak_tflops) * 1e12 * cost.efficiency
         p = self.run.parallel
         passes = 2 * p.virtual_stages * p.microbatches
-        compute = max(self.rank_flops(m.pp_rank) for m in self.memory) / peak + passes * cost.pass_overhead_s
+        compute = max(
+            max(
+                self.rank_flops(m.pp_rank) / peak + passes * cost.pass_overhead_s,
+                c.tp_calls * cost.tp_collective_s,
+            )
+            for m, c in zip(self.memory, self.comm, strict=True)
+        )
         tp_bw, dp_bw, pp_bw = (bw * 1e9 for bw in self._bandwidths(cost))
         comm = max(c.tp / tp_bw + c.fsdp / dp_bw + (c.p2p + c.tied) / pp_bw for c in self.comm)
         return compute / (1 - self.bubble) + comm

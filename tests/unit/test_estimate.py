@@ -13,7 +13,7 @@ from torch.distributed.pipelining import schedules
 from mpcli.config.compose import compose
 from mpcli.config.schema import ModelConfig, RunConfig
 from mpcli.estimate import gpt2
-from mpcli.estimate.layout import estimate
+from mpcli.estimate.layout import CostModel, estimate
 from mpcli.estimate.memory import state_bytes
 from mpcli.estimate.profile import profile_model
 from mpcli.estimate.schedule import bubble_fraction, chunks_at_peaks, chunks_in_flight
@@ -196,6 +196,26 @@ def test_zbv_peaks_match_torchs_order(pp: int) -> None:
                 _zbv_peak(pp, microbatches, rank, (1, 0)),
                 _zbv_peak(pp, microbatches, rank, (0, 1)),
             ]
+
+
+@pytest.mark.parametrize("sp", [False, True])
+def test_tensor_parallel_collectives_set_a_host_bound(sp: bool) -> None:
+    """A Megatron pair issues 2 collectives per microbatch (4 under sequence parallel), each embedding
+    table (tokens, positions) and the head 1 (2); at a high enough cost per collective the step is
+    host-bound."""
+    run = tiny_run(
+        "parallel.pp=1", "parallel.tp=2", f"parallel.sequence_parallel={sp}", "parallel.microbatches=3"
+    )
+    layout = estimate(run, profile_model(run), bf16=False)
+    per_call = 2 if sp else 1
+    assert layout.comm[0].tp_calls == 3 * (run.model.n_layer * 2 * 2 * per_call + 3 * per_call)
+    slow = CostModel(tp_collective_s=1.0)
+    assert layout.step_time(slow) == pytest.approx(layout.comm[0].tp_calls, rel=1e-6)  # no bubble at pp=1
+    assert (
+        layout.step_time(CostModel(tp_collective_s=0.0))
+        < layout.step_time(CostModel())
+        < layout.step_time(slow)
+    )
 
 
 def test_memory_grows_with_microbatches_held_and_fsdp_shards_the_optimizer() -> None:
