@@ -75,6 +75,11 @@ def _check_schedule(run: RunConfig) -> None:
         raise ConfigError(
             f"parallel.microbatches={p.microbatches}: needs at least one microbatch per stage (pp={p.pp})"
         )
+    if p.schedule == "dualpipev" and p.microbatches < stages:
+        raise ConfigError(
+            f"parallel.microbatches={p.microbatches}: dualpipev needs at least one microbatch per stage "
+            f"({stages} stages: pp={p.pp} x 2); use parallel.microbatches={stages} or more"
+        )
     if p.schedule in ("interleaved-1f1b", "interleaved-zero-bubble") and p.microbatches % p.pp:
         raise ConfigError(
             f"parallel.microbatches={p.microbatches}: {p.schedule} needs a multiple of pp={p.pp}"

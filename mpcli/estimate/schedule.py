@@ -17,7 +17,8 @@ with pp ranks, v stages per rank, M microbatches and r the rank's pipeline coord
   second (up) stage at min(M, r + 1), but not at once: the rank holds either min(M, 2 pp - r) +
   min(M, r) or min(M, 2 pp - r - 1) + min(M, r + 1), whichever weighs more (a unit test checks this
   against torch's own action order).
-- dualpipev (ScheduleDualPipeV): an upper bound, min(M, 2 (pp - r) - 1 + r) down and min(M, pp) up.
+- dualpipev (ScheduleDualPipeV, M >= 2 pp): min(M, 2 pp - r) down and min(M, r + 1) up, at the same
+  moment (counting an overlapped forward + backward pair forward first; tested against torch's order).
 
 Bubble (the share of a step a rank waits), with b0 = (pp - 1) / (M + pp - 1):
 
@@ -44,10 +45,8 @@ def chunks_in_flight(parallel: ParallelConfig, pp_rank: int) -> list[int]:
         return [m] * v
     if schedule == "1f1b":
         return [min(m, pp - r)]
-    if schedule == "zbv":
+    if schedule in ("zbv", "dualpipev"):
         return [min(m, 2 * pp - r), min(m, r + 1)]
-    if schedule == "dualpipev":
-        return [min(m, 2 * (pp - r) - 1 + r), min(m, pp)]
     hops = 2 if schedule == "interleaved-1f1b" else 1
     total = min(v * m, (v - 1) * pp + hops * (pp - 1 - r) + 1)
     # Warm-up forward k runs on local stage (k // pp) % v: rounds of pp microbatches per stage.

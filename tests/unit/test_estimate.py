@@ -161,41 +161,41 @@ def test_schedule_model() -> None:
     assert bubble_fraction(inter) == pytest.approx(0.5 / 4.5)
 
 
-def _zbv_peak(pp: int, microbatches: int, rank: int, weights: tuple[int, int]) -> int:
-    """The heaviest moment of torch's own ZBV action order for one rank: each forward adds a chunk to
-    its stage, each input-gradient pass frees it (private API, read only here: a torch change that
-    moves the peaks fails this test instead of silently skewing the estimate)."""
-    order = schedules.ScheduleZBVZeroBubble._calculate_single_rank_operations(  # type: ignore[arg-type]
+def _torch_peak(schedule: str, pp: int, microbatches: int, rank: int, weights: tuple[int, int]) -> int:
+    """The heaviest moment of torch's own action order for one rank of a V schedule: each forward adds
+    a chunk to its stage, each (input-)gradient pass frees it; an overlapped pair counts forward first
+    (private API, read only here: a torch change that moves the peaks fails this test instead of
+    silently skewing the estimate)."""
+    cls = {"zbv": schedules.ScheduleZBVZeroBubble, "dualpipev": schedules.ScheduleDualPipeV}[schedule]
+    order = cls._calculate_single_rank_operations(  # type: ignore[arg-type]
         types.SimpleNamespace(pp_group_size=pp, num_stages=2 * pp, _n_microbatches=microbatches), rank
     )
     down, up = rank, 2 * pp - 1 - rank
     held, peak = {down: 0, up: 0}, 0
-    for action in order:
-        if action is None:
-            continue
-        if action.computation_type == schedules.F:
-            held[action.stage_index] += 1
-        elif action.computation_type in (schedules.I, schedules.B):
-            held[action.stage_index] -= 1
-        peak = max(peak, held[down] * weights[0] + held[up] * weights[1])
+    for action in (a for a in order if a is not None):
+        for step in action.sub_actions or (action,):
+            if step.computation_type == schedules.F:
+                held[step.stage_index] += 1
+            elif step.computation_type in (schedules.I, schedules.B):
+                held[step.stage_index] -= 1
+            peak = max(peak, held[down] * weights[0] + held[up] * weights[1])
     return peak
 
 
+@pytest.mark.parametrize("schedule", ["zbv", "dualpipev"])
 @pytest.mark.parametrize("pp", [2, 3, 4, 8])
-def test_zbv_peaks_match_torchs_order(pp: int) -> None:
-    for microbatches in (1, 2, 3, 5, 8, 16):
-        p = tiny_run(f"parallel.pp={pp}", "parallel.schedule=zbv", "parallel.virtual_stages=2",
-                     f"parallel.microbatches={max(microbatches, pp)}").parallel  # fmt: skip
-        p.microbatches = microbatches  # below pp too: the closed form caps at the count
+def test_v_schedule_peaks_match_torchs_order(schedule: str, pp: int) -> None:
+    smallest = 1 if schedule == "zbv" else 2 * pp  # torch's DualPipeV needs a microbatch per stage
+    for microbatches in sorted({smallest, smallest + 1, 2 * pp, 2 * pp + 3, 16, 32}):
+        p = tiny_run(f"parallel.pp={pp}", f"parallel.schedule={schedule}", "parallel.virtual_stages=2",
+                     f"parallel.microbatches={max(microbatches, 2 * pp)}").parallel  # fmt: skip
+        p.microbatches = microbatches  # zbv below pp too: the closed form caps at the count
         for rank in range(pp):
             for weights in ((1, 1), (1, 3), (3, 1)):
                 ours = max(c[0] * weights[0] + c[1] * weights[1] for c in chunks_at_peaks(p, rank))
-                assert ours == _zbv_peak(pp, microbatches, rank, weights), (microbatches, rank, weights)
-            per_stage = chunks_in_flight(p, rank)
-            assert per_stage == [
-                _zbv_peak(pp, microbatches, rank, (1, 0)),
-                _zbv_peak(pp, microbatches, rank, (0, 1)),
-            ]
+                assert ours == _torch_peak(schedule, pp, microbatches, rank, weights), (microbatches, rank)
+            alone = [_torch_peak(schedule, pp, microbatches, rank, w) for w in ((1, 0), (0, 1))]
+            assert chunks_in_flight(p, rank) == alone
 
 
 @pytest.mark.parametrize("sp", [False, True])

@@ -111,6 +111,12 @@ BAD_INPUTS = [
         "parallel.split",
         "(4 stages)",
     ),
+    case(
+        "dualpipev-microbatches",
+        ["parallel.schedule=dualpipev", "parallel.virtual_stages=2", "parallel.microbatches=3"],
+        "parallel.microbatches=3",
+        "(4 stages: pp=2 x 2)",
+    ),
     case("balance-mode", ["parallel.balance=magic"], "parallel.balance=magic", "flops"),
     case("compile-scope", ["train.compile_scope=model"], "train.compile_scope=model", "stage"),
     case(
