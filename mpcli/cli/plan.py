@@ -89,8 +89,11 @@ def plan(
     layout = estimate(run, profile, bf16=_bf16(run, device))
     console = Console()
     m = run.model
+    where = f"device {device}"
+    if device == "cpu" and run.topology.device == "auto":  # a laptop planning for a cluster: say so
+        where += " (no GPU here, so float32 under train.precision=auto; --gpus N plans for N GPUs a node)"
     console.print(
-        f"{m.family}-{m.size}: {profile.n_params / 1e6:,.1f} M parameters, device {device}", highlight=False
+        f"{m.family}-{m.size}: {profile.n_params / 1e6:,.1f} M parameters, {where}", highlight=False
     )
     console.print(tables.mesh_table(layout))
     console.print(tables.stage_table(layout, profile.model))

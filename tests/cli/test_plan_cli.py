@@ -65,6 +65,9 @@ def test_cpu_without_gpus_plans_float32() -> None:
     result = runner.invoke(app, ["plan", "conf=gpt2-pipeline", "model=gpt2-tiny"])
     assert result.exit_code == 0, result.output
     assert "device cpu" in result.stdout and "(fp32; adamw;" in result.stdout
+    assert "--gpus N plans for N GPUs" in result.stdout  # the way to plan for GPUs from here
+    on_purpose = runner.invoke(app, ["plan", "conf=gpt2-pipeline", "model=gpt2-tiny", "topology.device=cpu"])
+    assert "device cpu" in on_purpose.stdout and "--gpus N" not in on_purpose.stdout
 
 
 @pytest.mark.parametrize(
