@@ -81,14 +81,17 @@ def vocab_local(x: Shapes, loss_parallel: bool) -> int:
     return x.v // x.tp if loss_parallel and x.tp > 1 else x.v
 
 
-def last_bytes(x: Shapes, *, loss_parallel: bool) -> float:
-    """ln_f input + stats (fp32), the head's input (bf16 copy, or the fp32 norm output), the loss's
-    log-softmax output 4 b s V (fp32: the loss upcasts the logits; V / t under loss_parallel), the
-    targets 8 b s and the loss's total weight (one float)."""
+def last_bytes(x: Shapes, *, loss_parallel: bool, compiled_loss: bool = False) -> float:
+    """ln_f input + stats (fp32), the head's input (bf16 copy, or the fp32 norm output), the targets
+    8 b s, the loss's total weight (one float) and what the loss keeps of the logits (V / t of the
+    vocabulary under loss_parallel): eager, the fp32 log-softmax output 4 b s V (the loss upcasts the
+    logits); compiled (fused upcast, log-softmax and NLL), the logits as they come, e b s V, and two
+    fp32 statistics per position (max, log-sum-exp), 8 b s."""
     head_input = x.e * x.b * x.s * x.h if x.bf16 else FP32 * x.b * x.s * x.h
     ln_f = FP32 * x.b * x.s_local * x.h + 2 * FP32 * x.b * x.s_local
-    loss = FP32 * x.b * x.s * vocab_local(x, loss_parallel) + INDEX * x.b * x.s + FP32
-    return ln_f + head_input + loss
+    v = vocab_local(x, loss_parallel)
+    kept = x.e * x.b * x.s * v + 2 * FP32 * x.b * x.s if compiled_loss else FP32 * x.b * x.s * v
+    return ln_f + head_input + kept + INDEX * x.b * x.s + FP32
 
 
 def logits_bytes(x: Shapes, *, loss_parallel: bool) -> float:
@@ -96,6 +99,8 @@ def logits_bytes(x: Shapes, *, loss_parallel: bool) -> float:
     return x.e * x.b * x.s * vocab_local(x, loss_parallel)
 
 
-def loss_backward_bytes(x: Shapes, *, loss_parallel: bool) -> float:
-    """Temporaries of the loss backward: the gradients of the log-softmax output and input (fp32)."""
-    return 2 * FP32 * x.b * x.s * vocab_local(x, loss_parallel)
+def loss_backward_bytes(x: Shapes, *, loss_parallel: bool, compiled_loss: bool = False) -> float:
+    """Temporaries of the loss backward: eager, the gradients of the log-softmax output and input
+    (fp32, 2 x 4 b s V); compiled, only the logits' gradient, written in their dtype (e b s V)."""
+    v = vocab_local(x, loss_parallel)
+    return x.e * x.b * x.s * v if compiled_loss else 2 * FP32 * x.b * x.s * v

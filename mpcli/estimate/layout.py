@@ -115,13 +115,14 @@ def resolve_split(run: RunConfig, profile: ModelProfile) -> list[int]:
     )
 
 
-def estimate(run: RunConfig, profile: ModelProfile, *, bf16: bool) -> LayoutEstimate:
-    """Estimate `run`'s layout. `parallel.balance=time` needs `parallel.split` resolved beforehand."""
+def estimate(run: RunConfig, profile: ModelProfile, *, bf16: bool, compiled: bool = False) -> LayoutEstimate:
+    """Estimate `run`'s layout under bf16 autocast or not, with torch.compile or not (it fuses the loss).
+    `parallel.balance=time` needs `parallel.split` resolved beforehand."""
     if run.parallel.split is None and run.parallel.balance != "time":
         run = replace(run, parallel=replace(run.parallel, split=resolve_split(run, profile)))
     stages = build_stages(run, profile)
     mbs = run.train.microbatch_size
     ranks = range(run.parallel.pp)
-    memory = [rank_memory(run, stages, r, microbatch_size=mbs, bf16=bf16) for r in ranks]
+    memory = [rank_memory(run, stages, r, microbatch_size=mbs, bf16=bf16, compiled=compiled) for r in ranks]
     comm = [rank_comm(run, profile, stages, r, microbatch_size=mbs, bf16=bf16) for r in ranks]
     return LayoutEstimate(run, stages, memory, comm, bubble_fraction(run.parallel), bf16)

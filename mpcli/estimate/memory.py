@@ -81,7 +81,13 @@ def state_bytes(stage: Stage, *, dp: int, optimizer: str, bf16: bool) -> tuple[f
 
 
 def rank_memory(
-    run: RunConfig, stages: list[Stage], pp_rank: int, *, microbatch_size: int, bf16: bool
+    run: RunConfig,
+    stages: list[Stage],
+    pp_rank: int,
+    *,
+    microbatch_size: int,
+    bf16: bool,
+    compiled: bool = False,
 ) -> RankMemory:
     """Peak memory of a rank at pipeline coordinate `pp_rank` (every dp / tp rank there alike)."""
     p, mode = run.parallel, run.train.activation_checkpointing
@@ -96,7 +102,7 @@ def rank_memory(
         memory.unsharded += state[3]
         if bf16 and p.dp == 1:
             memory.casts += BF16 * sum(q.tp_numel for q in stage.params if q.cast)
-        a = activations(run, stage, microbatch_size=microbatch_size, bf16=bf16)
+        a = activations(run, stage, microbatch_size=microbatch_size, bf16=bf16, compiled=compiled)
         held.append(a)
         memory.outputs += p.microbatches * a.outputs if OUTPUTS_ALWAYS_KEPT else 0.0
         memory.working = max(memory.working, a.largest_block, a.loss_backward)

@@ -68,7 +68,14 @@ def candidates(run: RunConfig, world: int) -> Iterator[RunConfig]:
 
 
 def suggest(
-    run: RunConfig, profile: ModelProfile, *, gpus: int, gpu_mem_gib: float, cost: CostModel, bf16: bool
+    run: RunConfig,
+    profile: ModelProfile,
+    *,
+    gpus: int,
+    gpu_mem_gib: float,
+    cost: CostModel,
+    bf16: bool,
+    compiled: bool = False,
 ) -> tuple[list[Suggestion], int, int]:
     """(fitting layouts best first, candidates rejected by validation, candidates that do not fit)."""
     world = gpus * run.topology.nnodes
@@ -81,7 +88,7 @@ def suggest(
         except ConfigError:
             invalid += 1
             continue
-        layout = estimate(candidate, profile, bf16=bf16)
+        layout = estimate(candidate, profile, bf16=bf16, compiled=compiled)
         if layout.peak > cost.headroom * gpu_mem_gib * GiB:
             too_big += 1
             continue

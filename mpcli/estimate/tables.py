@@ -90,8 +90,8 @@ def memory_table(layout: LayoutEstimate, gpu_mem_gib: float | None) -> Table:
         "FSDP: unsharded parameters + gradient accumulators during the step (dp > 1; the peak counts them "
         "instead of the sharded grads); bf16: autocast's weight copies; outputs: the last stage's "
         "outputs kept for the merged result (older torch only); working: largest temporary; w/ AC: "
-        "peak with per-block activation checkpointing; activ.: what eager autograd saves (compiled "
-        "graphs usually save less)"
+        "peak with per-block activation checkpointing; activ.: what eager autograd saves in the blocks "
+        "(compiled graphs usually save less; a compiled loss is counted as such)"
     )
     return table
 

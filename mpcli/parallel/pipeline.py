@@ -48,6 +48,13 @@ _STEP_PARAMETERS = inspect.signature(torch_schedules.PipelineScheduleSingle.step
 OUTPUTS_ALWAYS_KEPT = "return_outputs" not in _STEP_PARAMETERS
 
 
+def compiles_loss(compiled: bool, parallel: ParallelConfig) -> bool:
+    """Whether the loss is compiled with the model (`compiled`: torch.compile is on). The upcast,
+    log-softmax and NLL then fuse, so GPT-2's float32 logits are never materialised. Under
+    loss_parallel (tp > 1) the logits are vocabulary-sharded DTensors: the loss stays eager."""
+    return compiled and not (parallel.tp > 1 and parallel.loss_parallel)
+
+
 def split_blocks(n_blocks: int, stages: int, split: list[int] | None = None) -> list[list[int]]:
     """Block indices per stage: `split` gives counts per stage, else an even split (extras first)."""
     counts = split if split is not None else even_split(n_blocks, stages)
@@ -168,9 +175,7 @@ def build_pipeline(
         stages.append(PipelineStage(part, index, total, device, group=pp_group))
     schedule_cls = SCHEDULE_CLASSES[parallel.schedule]
     multi = issubclass(schedule_cls, torch_schedules.PipelineScheduleMulti)
-    if on_for_cuda(train.compile, device.type) and not (dims.tp > 1 and parallel.loss_parallel):
-        # The upcast, log-softmax and NLL fuse: GPT-2's float32 logits are never materialised.
-        # (Under loss_parallel the logits are vocabulary-sharded DTensors: left eager.)
+    if compiles_loss(on_for_cuda(train.compile, device.type), parallel):
         loss_fn = torch.compile(loss_fn)
     schedule = schedule_cls(stages if multi else stages[0], parallel.microbatches, loss_fn=loss_fn)
     return Pipeline(parts, mine, schedule, total, eval_needs_backward=parallel.schedule in V_SCHEDULES)

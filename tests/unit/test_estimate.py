@@ -126,15 +126,25 @@ def test_gpt2_block_formula_matches_what_a_real_block_saves(bf16: bool) -> None:
     assert _saved_activation_bytes(block, forward) == expected
 
 
-def test_gpt2_last_stage_formula_matches_a_real_head_and_loss() -> None:
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_gpt2_last_stage_formula_matches_a_real_head_and_loss(bf16: bool, compiled: bool) -> None:
+    """The final norm, head and loss; a compiled loss (as training compiles it on GPUs) keeps the logits
+    and two statistics per position instead of a float32 log-softmax (CPU inductor, a few seconds)."""
     cfg = ModelConfig(n_layer=1, n_head=4, d_model=64, seq_len=32, vocab=256)
     model = GPT2(cfg).to_empty(device="cpu")
     model.keep_stage([], first=False, last=True)
     x = torch.randn(3, 32, 64, requires_grad=True)
     targets = torch.randint(0, 256, (3, 32))
-    run = lambda: task_of(cfg).loss_fn(model(x), targets)  # noqa: E731
-    shapes = gpt2.shapes(cfg, microbatch_size=3, tp=1, sp=False, bf16=False)
-    expected = gpt2.last_bytes(shapes, loss_parallel=True)
+    loss_fn = torch.compile(task_of(cfg).loss_fn) if compiled else task_of(cfg).loss_fn
+
+    def run() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss_fn(logits, targets)
+
+    shapes = gpt2.shapes(cfg, microbatch_size=3, tp=1, sp=False, bf16=bf16)
+    expected = gpt2.last_bytes(shapes, loss_parallel=True, compiled_loss=compiled)
     assert _saved_activation_bytes(model, run) == expected
 
 
