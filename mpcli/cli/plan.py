@@ -13,7 +13,7 @@ from rich.console import Console
 
 from mpcli.cli.common import Overrides, RecipeDirs, cuda_device_count, load_run, user_errors
 from mpcli.config.schema import RunConfig
-from mpcli.config.validate import on_for_cuda, resolve_device, validate
+from mpcli.config.validate import bf16_enabled, on_for_cuda, resolve_device, validate
 from mpcli.errors import ConfigError
 from mpcli.estimate import tables
 from mpcli.estimate.layout import CostModel, estimate
@@ -60,11 +60,6 @@ def _device(run: RunConfig, gpus: int | None) -> tuple[str, int]:
     return resolve_device(run.topology.device, cuda), cuda
 
 
-def _bf16(run: RunConfig, device: str) -> bool:
-    """`train.precision=auto` is bf16 autocast on CUDA (as the trainer does)."""
-    return run.train.precision == "bf16" or (run.train.precision == "auto" and device == "cuda")
-
-
 def plan(
     args: Overrides = None,
     recipe_dir: RecipeDirs = None,
@@ -86,7 +81,12 @@ def plan(
         run = with_split(run, cuda_devices)
     cost = CostModel()
     profile = profile_model(run)
-    layout = estimate(run, profile, bf16=_bf16(run, device), compiled=on_for_cuda(run.train.compile, device))
+    layout = estimate(
+        run,
+        profile,
+        bf16=bf16_enabled(run.train.precision, device),
+        compiled=on_for_cuda(run.train.compile, device),
+    )
     console = Console()
     m = run.model
     where = f"device {device}"
@@ -110,7 +110,7 @@ def _suggest(
     topology = replace(run.topology, device="cpu" if run.topology.device == "cpu" else "auto")
     found, invalid, too_big = suggest_layouts(
         replace(run, topology=topology), profile, gpus=gpus, gpu_mem_gib=gpu_mem, cost=cost,
-        bf16=_bf16(run, "cuda"), compiled=on_for_cuda(run.train.compile, "cuda"),
+        bf16=bf16_enabled(run.train.precision, "cuda"), compiled=on_for_cuda(run.train.compile, "cuda"),
     )  # fmt: skip
     console.print(tables.suggest_table(found[:top], gpus=gpus * run.topology.nnodes, gpu_mem_gib=gpu_mem))
     console.print(

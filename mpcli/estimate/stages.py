@@ -130,10 +130,10 @@ def activations(
     run: RunConfig, stage: Stage, *, microbatch_size: int, bf16: bool, compiled: bool = False
 ) -> Activations:
     """GPT-2 from its shapes (gpt2.py; `compiled`: torch.compile fuses its loss); other families from
-    the meta-device measurement (eager), whose float
-    tensors count half under bf16 autocast (matmul inputs and outputs are bf16; norm inputs and the
-    residual stream stay float32, so this slightly undercounts). Measured activations are not divided
-    over tp (an upper bound for tensor-parallel MLPs)."""
+    the meta-device measurement (eager), whose float tensors count half under bf16 autocast (matmul
+    inputs and outputs are bf16; norm inputs and the residual stream stay float32, so this slightly
+    undercounts). Measured activations are not divided over tp (an upper bound for tensor-parallel
+    MLPs)."""
     if run.model.family == "gpt2":
         return _gpt2_activations(run, stage, microbatch_size=microbatch_size, bf16=bf16, compiled=compiled)
     b, scale = microbatch_size, 0.5 if bf16 else 1.0
