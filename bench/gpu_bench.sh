@@ -17,12 +17,16 @@ set -u
 out=${1:?OUT}; sizes=${2:?SIZES}; requested=${3:-}
 steps=${STEPS:-30}; warmup=${WARMUP:-10}; run_timeout=${RUN_TIMEOUT:-420}
 declare -A shape=([medium]="24 16 1024" [large]="36 20 1280" [xl]="48 25 1600")
+# The fastest measured layouts (docs/performance.md, session 10): per-microbatch costs (stage passes,
+# tensor-parallel collectives issued by the host) call for large microbatches; tp2 at 48 fits 80 GiB.
+# pp4mem is the memory target's layout: smaller microbatches, interleaved.
 declare -A named=(
   [none]="parallel.pp=1 parallel.microbatches=1 train.microbatch_size=16"
-  [pp2]="parallel.pp=2 parallel.microbatches=16 train.microbatch_size=4 parallel.balance=flops"
-  [pp4]="parallel.pp=4 parallel.schedule=interleaved-1f1b parallel.virtual_stages=2 parallel.microbatches=16 train.microbatch_size=4 parallel.balance=flops"
-  [tp2]="parallel=tensor train.microbatch_size=16"
-  [pp2tp2]="parallel=hybrid parallel.microbatches=8 train.microbatch_size=4 parallel.balance=flops"
+  [pp2]="parallel.pp=2 parallel.microbatches=16 train.microbatch_size=16 parallel.balance=flops"
+  [pp4]="parallel.pp=4 parallel.microbatches=16 train.microbatch_size=16 parallel.balance=flops"
+  [pp4mem]="parallel.pp=4 parallel.schedule=interleaved-1f1b parallel.virtual_stages=2 parallel.microbatches=16 train.microbatch_size=4 parallel.balance=flops"
+  [tp2]="parallel=tensor train.microbatch_size=48"
+  [pp2tp2]="parallel=hybrid parallel.microbatches=8 train.microbatch_size=32 parallel.balance=flops"
 )
 gpus=$(nvidia-smi -L | wc -l)
 mkdir -p "$out"
@@ -35,7 +39,7 @@ bench_size() {  # SIZE: the reference, then each layout
     layouts="none"
     (( gpus >= 2 )) && layouts+=";pp2"
     (( gpus >= 2 && heads % 2 == 0 )) && layouts+=";tp2"
-    (( gpus >= 4 )) && layouts+=";pp4"
+    (( gpus >= 4 )) && layouts+=";pp4;pp4mem"
     (( gpus >= 4 && heads % 2 == 0 )) && layouts+=";pp2tp2"
   fi
   if [[ -n ${REF_DIR:-} && -s $REF_DIR/ref_$size.json ]]; then

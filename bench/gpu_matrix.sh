@@ -2,8 +2,8 @@
 # Issue 6's whole matrix on one 4-GPU machine, run in lanes on disjoint GPUs so it fits the device time:
 #   phase 1, side by side: GPU 0: gpt2-medium and gpt2-large on one GPU; GPU 3: gpt2-xl on one GPU;
 #                          GPUs 1,2: gpt2-xl pp2, then gpt2-large tp2 (sequence parallel)
-#   phase 2, all four GPUs: gpt2-large pp2 x tp2, gpt2-xl pp4, and the gpt-7b recipe (no reference: it
-#                          does not fit one GPU; MFU only)
+#   phase 2, all four GPUs: gpt2-large pp2 x tp2, gpt2-xl pp4 (the fastest layout, then the memory
+#                          target's) and the gpt-7b recipe (no reference: it does not fit one GPU; MFU only)
 # Each lane measures its references on its own first GPU just before its runs; phase 2 reuses phase 1's
 # (same machine, same card type). Lanes share the host's CPUs, which the pipeline runs lean on: the
 # ratios are side by side but not alone on the machine.
@@ -30,7 +30,7 @@ echo "phase 1 done $(date +%T)"
 
 mkdir -p "$out/refs" && cp "$out"/single0/ref_large.json "$out"/single3/ref_xl.json "$out/refs/" 2>/dev/null
 REF_DIR=$out/refs bash bench/gpu_bench.sh "$out/all4" large pp2tp2 > "$out/all4.log" 2>&1
-REF_DIR=$out/refs bash bench/gpu_bench.sh "$out/all4" xl pp4 >> "$out/all4.log" 2>&1
+REF_DIR=$out/refs bash bench/gpu_bench.sh "$out/all4" xl "pp4;pp4mem" >> "$out/all4.log" 2>&1
 start=$(date +%s)
 timeout "${RUN_TIMEOUT:-420}" python3 -m mpcli train conf=gpt-7b train.steps="${STEPS:-30}" train.eval_every=0 \
   train.timeline_steps=0 checkpoint.every=0 --quiet --run-dir "$out/gpt7b" > "$out/gpt7b.log" 2>&1 \

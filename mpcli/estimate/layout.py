@@ -1,21 +1,20 @@
 """The estimate of one layout: stages, per-rank memory and communication, bubble and step time.
 
-Step-time model (used to rank layouts; absolute numbers are rough):
+Step-time model (used to rank layouts; absolute numbers are rough), per rank:
 
     gpu(rank)     = FLOPs of its stages per step / tp / (peak TFLOP/s x efficiency)
-                    + 2 x v x M passes (forward, backward of one microbatch through one stage)
-                      x a fixed cost per pass (Python scheduling, kernel launches, p2p latency)
+                    + 2 x v x M stage passes (forward, backward of one microbatch through one stage)
+                      x a fixed cost per pass (schedule, kernel launches, p2p latency)
     host(rank)    = tensor-parallel collectives it issues per step x a fixed cost per collective
-    compute(rank) = max(gpu, host)
-    step = max over ranks of compute x (1 + bubble / (1 - bubble))            [= compute / (1 - bubble)]
+    step = max over ranks of max(gpu / (1 - bubble), host)
            + max over ranks of (tp bytes / tp bandwidth + fsdp bytes / dp bandwidth
                                 + (p2p + tied) bytes / pp bandwidth)
 
-The fixed cost per pass is what makes many tiny microbatches slower than a few large ones. The cost
-per tensor-parallel collective is empirical: with GPT-2-sized blocks the ranks were measured host-bound
-at ~1 ms per collective issued, whatever its size, while the 7B recipe's larger blocks stayed nearer
-the GPU bound; 0.8 ms puts the estimates of those three runs within -12%..+21% (gpt2-large tp2 at 1 x 16,
-pp2 x tp2 at 8 x 4, gpt-7b; H200, torch 2.11; docs/performance.md).
+The fixed cost per pass is what makes many small microbatches slower than fewer large ones; the cost
+per collective is what leaves GPT-2-sized tensor-parallel ranks waiting on their hosts. The three
+constants are fitted (`bench/fit_step_model.py`) to the 18 runs in `bench/measured_steps.csv` (H200,
+torch 2.11, compiled, bf16; one GPU, pp2, pp4, tp2, pp2 x tp2 and the 7B recipe, microbatches of 2 to
+64): the estimates fall within -27%..+13% of the measured steps, 10% root mean square.
 
 Communication is not assumed to overlap with compute (a conservative choice). A mesh axis whose group
 stays inside one node uses the intra-node bandwidth, otherwise the inter-node one.
@@ -40,12 +39,38 @@ class CostModel:
     """Assumptions of the step-time model (documented in the README's "Planning a layout")."""
 
     peak_tflops: float = 989.0  # dense bf16 per GPU (H100 SXM / H200); train.peak_tflops overrides
-    efficiency: float = 0.4  # share of the peak that the model's matmuls reach
+    efficiency: float = 0.48  # share of the peak the GPU work reaches, launch overheads aside (fitted)
     intra_node_gb_s: float = 300.0  # achieved GB/s per GPU inside a node (NVLink)
     inter_node_gb_s: float = 25.0  # achieved GB/s per GPU between nodes (200-400 Gb/s InfiniBand)
-    pass_overhead_s: float = 1e-3  # fixed cost of one stage's forward or backward of one microbatch
-    tp_collective_s: float = 0.8e-3  # host time per tensor-parallel collective issued (fitted, H200)
+    pass_overhead_s: float = 2.75e-3  # one stage's forward or backward of one microbatch (fitted)
+    tp_collective_s: float = 0.9e-3  # host time per tensor-parallel collective issued (fitted)
     headroom: float = 0.9  # plan at most this share of --gpu-mem (CUDA context, fragmentation, NCCL)
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """What one rank's step costs, before the cost model turns it into seconds."""
+
+    flops: float  # computed per step
+    passes: int  # stage forwards and backwards of one microbatch per step
+    tp_calls: float  # tensor-parallel collectives issued per step
+    bubble: float  # idle share of the pipeline schedule
+    comm_bytes: tuple[float, float, float]  # sent per step over the tp, dp and pp groups
+
+    def compute_s(self, cost: CostModel, peak_tflops: float) -> float:
+        return max(self.gpu_s(cost, peak_tflops) / (1 - self.bubble), self.host_s(cost))
+
+    def gpu_s(self, cost: CostModel, peak_tflops: float) -> float:
+        """GPU time of the step: the work at the model's efficiency plus the fixed cost per pass."""
+        return self.flops / (peak_tflops * 1e12 * cost.efficiency) + self.passes * cost.pass_overhead_s
+
+    def host_s(self, cost: CostModel) -> float:
+        """Host time to issue the step's tensor-parallel collectives."""
+        return self.tp_calls * cost.tp_collective_s
+
+    def comm_s(self, bandwidths: tuple[float, ...]) -> float:
+        """Seconds to send `comm_bytes` at the tp, dp and pp groups' bytes/s, not overlapped."""
+        return sum(size / bw for size, bw in zip(self.comm_bytes, bandwidths, strict=True))
 
 
 @dataclass
@@ -88,20 +113,39 @@ class LayoutEstimate:
         pick = lambda span: cost.intra_node_gb_s if span <= per_node else cost.inter_node_gb_s  # noqa: E731
         return pick(p.tp), pick(p.tp * p.dp), pick(self.world)
 
-    def step_time(self, cost: CostModel) -> float:
-        peak = (self.run.train.peak_tflops or cost.peak_tflops) * 1e12 * cost.efficiency
-        p = self.run.parallel
-        passes = 2 * p.virtual_stages * p.microbatches
-        compute = max(
-            max(
-                self.rank_flops(m.pp_rank) / peak + passes * cost.pass_overhead_s,
-                c.tp_calls * cost.tp_collective_s,
-            )
-            for m, c in zip(self.memory, self.comm, strict=True)
+    def step_terms(self, pp_rank: int) -> StepTerms:
+        """The parts of the step-time model for the ranks at pipeline coordinate `pp_rank`."""
+        p, comm = self.run.parallel, self.comm[pp_rank]
+        return StepTerms(
+            flops=self.rank_flops(pp_rank),
+            passes=2 * p.virtual_stages * p.microbatches,
+            tp_calls=comm.tp_calls,
+            bubble=self.bubble,
+            comm_bytes=(comm.tp, comm.fsdp, comm.p2p + comm.tied),
         )
-        tp_bw, dp_bw, pp_bw = (bw * 1e9 for bw in self._bandwidths(cost))
-        comm = max(c.tp / tp_bw + c.fsdp / dp_bw + (c.p2p + c.tied) / pp_bw for c in self.comm)
-        return compute / (1 - self.bubble) + comm
+
+    def step_time(self, cost: CostModel) -> float:
+        peak_tflops = self.run.train.peak_tflops or cost.peak_tflops
+        bandwidths = tuple(bw * 1e9 for bw in self._bandwidths(cost))
+        compute = max(self.step_terms(m.pp_rank).compute_s(cost, peak_tflops) for m in self.memory)
+        comm = max(self.step_terms(m.pp_rank).comm_s(bandwidths) for m in self.memory)
+        return compute + comm
+
+    def host_bound_note(self, cost: CostModel) -> str | None:
+        """Where a rank's host time to issue tensor-parallel collectives exceeds its GPU time: by how
+        much, and what helps."""
+        peak_tflops = self.run.train.peak_tflops or cost.peak_tflops
+        for m in self.memory:
+            terms = self.step_terms(m.pp_rank)
+            gpu, host = terms.gpu_s(cost, peak_tflops), terms.host_s(cost)
+            if host > gpu:
+                return (
+                    f"host-bound: pp rank {m.pp_rank} issues {terms.tp_calls:,.0f} tensor-parallel "
+                    f"collectives per step (~{host * 1e3:,.0f} ms of host time) for "
+                    f"~{gpu * 1e3:,.0f} ms of GPU work; larger microbatches (train.microbatch_size)"
+                    " give each collective more work"
+                )
+        return None
 
     def samples_per_step(self) -> int:
         p = self.run.parallel

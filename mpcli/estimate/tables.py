@@ -112,6 +112,7 @@ def schedule_table(layout: LayoutEstimate, cost: CostModel) -> Table:
             str(m.pp_rank), held, f"{layout.rank_flops(m.pp_rank) / 1e12:,.2f}",
             *map(mib, (c.p2p, c.tp, c.fsdp, c.tied, c.total)),
         )  # fmt: skip
+    table.caption = layout.host_bound_note(cost)
     return table
 
 
