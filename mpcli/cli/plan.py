@@ -18,6 +18,7 @@ from mpcli.errors import ConfigError
 from mpcli.estimate import tables
 from mpcli.estimate.layout import CostModel, estimate
 from mpcli.estimate.profile import ModelProfile, profile_model
+from mpcli.estimate.suggest import faster_microbatches
 from mpcli.estimate.suggest import suggest as suggest_layouts
 
 Gpus = Annotated[
@@ -81,12 +82,8 @@ def plan(
         run = with_split(run, cuda_devices)
     cost = CostModel()
     profile = profile_model(run)
-    layout = estimate(
-        run,
-        profile,
-        bf16=bf16_enabled(run.train.precision, device),
-        compiled=on_for_cuda(run.train.compile, device),
-    )
+    bf16, compiled = bf16_enabled(run.train.precision, device), on_for_cuda(run.train.compile, device)
+    layout = estimate(run, profile, bf16=bf16, compiled=compiled)
     console = Console()
     m = run.model
     where = f"device {device}"
@@ -99,6 +96,11 @@ def plan(
     console.print(tables.stage_table(layout, profile.model))
     console.print(tables.memory_table(layout, gpu_mem))
     console.print(tables.schedule_table(layout, cost))
+    faster = faster_microbatches(
+        run, profile, cuda_devices=cuda_devices, cost=cost, bf16=bf16, compiled=compiled, gpu_mem_gib=gpu_mem
+    )
+    if faster is not None:
+        console.print(tables.microbatch_hint(*faster, checked_memory=gpu_mem is not None), highlight=False)
     if suggest and gpus is not None and gpu_mem is not None:
         _suggest(run, profile, console, gpus=gpus, gpu_mem=gpu_mem, top=top, cost=cost)
 

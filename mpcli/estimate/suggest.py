@@ -8,6 +8,9 @@ for GPT-2 when the sequence divides (it saves activation memory for the same com
 Every candidate goes through the same checks as `mpcli train` (validate), so tp is only tried where the
 family and its heads allow. A candidate fits when its busiest rank's peak is at most
 `CostModel.headroom` x `--gpu-mem`; fitting candidates are ranked by the step-time model (layout.py).
+
+`faster_microbatches` does the same for one layout: other splits of its global batch into microbatches,
+for `mpcli plan`'s hint.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ class Suggestion:
     @property
     def run(self) -> RunConfig:
         return self.estimate.run
+
+
+def rate(run: RunConfig, profile: ModelProfile, *, cost: CostModel, bf16: bool, compiled: bool) -> Suggestion:
+    """`run`'s layout with its estimated step time and tokens/s."""
+    layout = estimate(run, profile, bf16=bf16, compiled=compiled)
+    step = layout.step_time(cost)
+    return Suggestion(layout, step, layout.samples_per_step() * task_of(run.model).tokens_per_sample / step)
 
 
 def divisors(n: int) -> list[int]:
@@ -80,7 +90,6 @@ def suggest(
     """(fitting layouts best first, candidates rejected by validation, candidates that do not fit)."""
     world = gpus * run.topology.nnodes
     topology = replace(run.topology, nproc_per_node=None)
-    tokens_per_sample = task_of(run.model).tokens_per_sample
     fits, invalid, too_big = [], 0, 0
     for candidate in candidates(replace(run, topology=topology), world):
         try:
@@ -88,11 +97,48 @@ def suggest(
         except ConfigError:
             invalid += 1
             continue
-        layout = estimate(candidate, profile, bf16=bf16, compiled=compiled)
-        if layout.peak > cost.headroom * gpu_mem_gib * GiB:
+        option = rate(candidate, profile, cost=cost, bf16=bf16, compiled=compiled)
+        if option.estimate.peak > cost.headroom * gpu_mem_gib * GiB:
             too_big += 1
             continue
-        step = layout.step_time(cost)
-        fits.append(Suggestion(layout, step, layout.samples_per_step() * tokens_per_sample / step))
+        fits.append(option)
     fits.sort(key=lambda s: (-s.tokens_per_s, s.estimate.peak))
     return fits, invalid, too_big
+
+
+def faster_microbatches(
+    run: RunConfig,
+    profile: ModelProfile,
+    *,
+    cuda_devices: int,
+    cost: CostModel,
+    bf16: bool,
+    compiled: bool = False,
+    gpu_mem_gib: float | None = None,
+    min_gain: float = 0.05,
+) -> tuple[Suggestion, Suggestion] | None:
+    """(this layout, the same layout split into other microbatches) where another split of the same
+    global batch is estimated at least `min_gain` faster (and fits `gpu_mem_gib` when given): fewer,
+    larger microbatches pay the fixed cost of a stage pass and of a tensor-parallel collective fewer
+    times, more microbatches shrink the bubble."""
+    p, t = run.parallel, run.train
+    replica_batch = t.microbatch_size * p.microbatches
+    now, best = rate(run, profile, cost=cost, bf16=bf16, compiled=compiled), None
+    for m in divisors(replica_batch):
+        if m == p.microbatches:
+            continue
+        candidate = replace(
+            run, parallel=replace(p, microbatches=m), train=replace(t, microbatch_size=replica_batch // m)
+        )
+        try:
+            validate(candidate, cuda_devices=cuda_devices)
+        except ConfigError:
+            continue
+        option = rate(candidate, profile, cost=cost, bf16=bf16, compiled=compiled)
+        if gpu_mem_gib is not None and option.estimate.peak > cost.headroom * gpu_mem_gib * GiB:
+            continue
+        if best is None or option.tokens_per_s > best.tokens_per_s:
+            best = option
+    if best is None or best.tokens_per_s < now.tokens_per_s * (1 + min_gain):
+        return None
+    return now, best

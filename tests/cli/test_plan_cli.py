@@ -54,6 +54,21 @@ def test_suggest_for_4_gpus_of_80_gib() -> None:
     assert "layouts fit" in out
 
 
+def test_host_bound_layout_gets_a_note_and_a_faster_split() -> None:
+    """gpt2-large tp2 in 4 microbatches of 8 is host-bound (measured so on H200s); one microbatch of 32
+    issues a quarter of the collectives."""
+    args = ["plan", "conf=gpt2-pipeline", "model=gpt2-large", "parallel=tensor", "parallel.microbatches=4",
+            "train.microbatch_size=8", "--gpus", "2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())  # rich wraps captions
+    assert "host-bound: pp rank 0 issues" in out
+    assert "estimated faster: parallel.microbatches=1 train.microbatch_size=32:" in out
+    assert "(--gpu-mem checks that it fits)" in out
+    fitted = runner.invoke(app, [*args, "--gpu-mem", "80"])
+    assert "train.microbatch_size=32:" in fitted.stdout and "--gpu-mem checks" not in fitted.stdout
+
+
 def test_a_layout_that_does_not_fit_is_marked() -> None:
     args = ["plan", "conf=gpt2-pipeline", "model=gpt2-xl", "parallel.pp=1", "--gpus", "1", "--gpu-mem", "24"]
     result = runner.invoke(app, args)
