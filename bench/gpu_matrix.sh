@@ -31,12 +31,7 @@ echo "phase 1 done $(date +%T)"
 mkdir -p "$out/refs" && cp "$out"/single0/ref_large.json "$out"/single3/ref_xl.json "$out/refs/" 2>/dev/null
 REF_DIR=$out/refs bash bench/gpu_bench.sh "$out/all4" large pp2tp2 > "$out/all4.log" 2>&1
 REF_DIR=$out/refs bash bench/gpu_bench.sh "$out/all4" xl "pp4;pp4mem" >> "$out/all4.log" 2>&1
-start=$(date +%s)
-timeout "${RUN_TIMEOUT:-420}" python3 -m mpcli train conf=gpt-7b train.steps="${STEPS:-30}" train.eval_every=0 \
-  train.timeline_steps=0 checkpoint.every=0 --quiet --run-dir "$out/gpt7b" > "$out/gpt7b.log" 2>&1 \
-  || { echo "FAILED or cut off: gpt-7b"; tail -5 "$out/gpt7b/logs/rank_0.log"; } >> "$out/all4.log"
-python3 bench/bench_row.py - "$out/gpt7b/metrics.jsonl" "gpt-7b pp2 x tp2 (recipe)" "${WARMUP:-10}" \
-  "$(( $(date +%s) - start ))" >> "$out/all4/table.md"
+bash bench/gpu_bench.sh "$out/all4" gpt-7b >> "$out/all4.log" 2>&1
 cat "$out/all4/table.md" >> "$out/table.md"
 echo "phase 2 done $(date +%T)"
 touch "$out/done"

@@ -15,11 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpcli.config.compose import from_yaml, to_yaml
 from mpcli.config.schema import RunConfig
 from mpcli.config.validate import resolve_device
+
+if TYPE_CHECKING:
+    from torch.distributed.launcher.api import LaunchConfig
 
 RESOLVED_CONFIG = "config.yaml"
 
@@ -91,6 +94,30 @@ def worker_main(run_dir: str, task: Callable[..., Any] | None = None) -> Any:
     return result
 
 
+def launch_config(run: RunConfig) -> LaunchConfig:
+    """torch elastic's settings for this node: one worker per local rank, c10d rendezvous."""
+    from torch.distributed.launcher.api import LaunchConfig
+    from torch.numa.binding import AffinityMode, NumaOptions
+
+    topo = run.topology
+    world = run.parallel.pp * run.parallel.dp * run.parallel.tp
+    numa = NumaOptions(affinity_mode=AffinityMode(topo.numa_binding)) if topo.numa_binding else None
+    return LaunchConfig(
+        min_nodes=topo.nnodes,
+        max_nodes=topo.nnodes,
+        nproc_per_node=world // topo.nnodes,
+        run_id=_rdzv_id(run),
+        rdzv_backend="c10d",
+        rdzv_endpoint=topo.rdzv_endpoint or "127.0.0.1:0",
+        rdzv_configs={"is_host": topo.node_rank == 0, "timeout": 120},
+        max_restarts=topo.max_restarts,
+        monitor_interval=0.2,
+        start_method="spawn",
+        local_addr="127.0.0.1" if topo.nnodes == 1 else None,
+        numa_options=numa,
+    )
+
+
 def launch(run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = None) -> dict[int, Any]:
     """Launch this node's workers and wait; returns {global rank: return value of `task`}.
 
@@ -98,28 +125,13 @@ def launch(run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = N
     failed rank when any worker fails (torch elastic has stopped the others by then).
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.launcher.api import elastic_launch
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESOLVED_CONFIG).write_text(to_yaml(run))
-    topo = run.topology
-    world = run.parallel.pp * run.parallel.dp * run.parallel.tp
-    endpoint = topo.rdzv_endpoint or "127.0.0.1:0"
-    config = LaunchConfig(
-        min_nodes=topo.nnodes,
-        max_nodes=topo.nnodes,
-        nproc_per_node=world // topo.nnodes,
-        run_id=_rdzv_id(run),
-        rdzv_backend="c10d",
-        rdzv_endpoint=endpoint,
-        rdzv_configs={"is_host": topo.node_rank == 0, "timeout": 120},
-        max_restarts=topo.max_restarts,
-        monitor_interval=0.2,
-        start_method="spawn",
-        local_addr="127.0.0.1" if topo.nnodes == 1 else None,
-    )
+    config = launch_config(run)
     try:
-        with _fresh_store_per_attempt(topo.max_restarts > 0):
+        with _fresh_store_per_attempt(run.topology.max_restarts > 0):
             return elastic_launch(config, worker_main)(str(run_dir), task)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()

@@ -19,6 +19,7 @@ SCHEDULES = SINGLE_STAGE_SCHEDULES + MULTI_STAGE_SCHEDULES
 BALANCE_MODES = ("uniform", "params", "flops", "time")
 TP_STYLES = ("colwise", "rowwise", "embedding", "head", "sequence_parallel", "gather_sequence")
 DEVICES = ("auto", "cpu", "cuda")
+NUMA_BINDINGS = ("node", "socket", "exclusive", "core-complex")  # torch.numa.binding.AffinityMode
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "sgd")
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
@@ -99,6 +100,9 @@ class TopologyConfig:
     timeout_s: int = 600
     # CPU threads per worker; null = cores on this node / local workers.
     threads_per_worker: int | None = None
+    # Pin each GPU worker to CPUs near its GPU (torchrun --numa-binding): node, socket, exclusive or
+    # core-complex; null = no pinning.
+    numa_binding: str | None = None
 
 
 @dataclass

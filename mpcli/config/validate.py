@@ -65,6 +65,13 @@ def _check_topology(run: RunConfig, cuda_devices: int) -> None:
         raise ConfigError(f"topology.rdzv_endpoint={t.rdzv_endpoint}: expected host:port")
     if t.threads_per_worker is not None:
         _positive("topology.threads_per_worker", t.threads_per_worker)
+    if t.numa_binding is not None:
+        _one_of("topology.numa_binding", t.numa_binding, schema.NUMA_BINDINGS)
+        if resolve_device(t.device, cuda_devices) != "cuda":
+            raise ConfigError(
+                f"topology.numa_binding={t.numa_binding}: pins workers to the CPUs near their GPU, but this "
+                "run uses no GPU; drop it (topology.numa_binding=null)"
+            )
 
 
 def _check_train(run: RunConfig) -> None:

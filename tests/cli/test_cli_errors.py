@@ -72,6 +72,7 @@ BAD_INPUTS = [
     pytest.param(["topology.device=cuda"], "topology.device=cuda", id="cuda-without-gpu"),
     pytest.param(["topology.nproc_per_node=4"], "topology.nproc_per_node=4", id="nproc-mismatch"),
     pytest.param(["topology.nnodes=2"], "topology.rdzv_endpoint", id="nnodes-no-rdzv"),
+    pytest.param(["topology.numa_binding=node"], "topology.numa_binding=node", id="numa-without-gpu"),
 ]
 
 

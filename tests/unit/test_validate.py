@@ -72,6 +72,8 @@ BAD_INPUTS = [
     case("too-few-gpus-dp", ["parallel.dp=2"], "parallel", "needs 4 GPUs", "2 are visible", gpus=2),
     case("nproc-mismatch", ["topology.nproc_per_node=3"], "topology.nproc_per_node=3"),
     case("nnodes-no-rdzv", ["topology.nnodes=2"], "topology.rdzv_endpoint", "nnodes > 1"),
+    case("numa-mode", ["topology.numa_binding=rack"], "topology.numa_binding=rack", "core-complex", gpus=2),
+    case("numa-on-cpu", ["topology.numa_binding=node"], "topology.numa_binding=node", "uses no GPU"),
     case("bad-schedule", ["parallel.schedule=zigzag"], "parallel.schedule=zigzag", "gpipe"),
     case("delete-schema-key", ["~train.steps"], "train.steps", "cannot be removed"),
     # Tensor parallel, schedules and families.
@@ -162,6 +164,7 @@ def test_enough_gpus_and_rdzv_endpoint_are_accepted() -> None:
     assert load(["parallel.dp=2"], cuda_devices=4).parallel.dp == 2
     run = load(["topology.nnodes=2", "topology.rdzv_endpoint=node0:29500"])
     assert run.topology.rdzv_endpoint == "node0:29500"
+    assert load(["topology.numa_binding=node"], cuda_devices=2).topology.numa_binding == "node"
 
 
 def test_missing_recipe_suggests_close_name() -> None:
