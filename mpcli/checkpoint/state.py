@@ -6,7 +6,7 @@ keeps them), and a tied copy is stored once, under its original's name (`init_ke
 stage loads its `head.weight` from `model.wte.weight`, and one stage with a tied head holds both
 names for one tensor. Only tensors go into DCP (nothing pickled); the step, the data position as a
 global sample index and the LR schedule go to meta.json. RNG states are per rank (`rng.<rank>.*`)
-and are restored only into the same layout.
+and are restored only into the same layout; another layout reseeds from train.seed + the step.
 """
 
 from __future__ import annotations
@@ -213,6 +213,10 @@ class Checkpointer:
         set_optimizer_state_dict(self.stages, self.trainer.optimizer, optim_sd, options=FLAT)
         restore_schedule(self.trainer.lr_schedule, meta.step)
         self.sampler.offset = meta.samples - meta.step * self.sampler.global_batch
+        if not rng:
+            # Per-rank RNG states do not map onto another layout. Seeding from the resumed step (every
+            # rank alike, as a fresh run does) keeps dropout from replaying the first steps' masks.
+            torch.manual_seed(self.run.train.seed + meta.step)
         for key, value in rng.items():
             if key.endswith(".cpu"):
                 torch.set_rng_state(value)

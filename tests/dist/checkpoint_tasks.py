@@ -41,7 +41,8 @@ def case_run(run: RunConfig, case: dict[str, Any]) -> RunConfig:
 
 
 def _dump_initial_params(run: RunConfig, dims: ParallelDims, device: torch.device, out: Path) -> None:
-    """Build, restore (init_from), and save this rank's full parameters without training."""
+    """Build, restore (init_from or resume), and save this rank's full parameters and RNG state
+    without training."""
     trainer = Trainer(run, dims=dims, device=device)
     train_data, _ = _samplers(run, dims)
     Checkpointer(run, trainer, train_data, run_dir=out).restore()
@@ -51,6 +52,7 @@ def _dump_initial_params(run: RunConfig, dims: ParallelDims, device: torch.devic
         for name, p in part.named_parameters()
     }
     torch.save(params, out / f"params.{dist.get_rank()}.pt")
+    torch.save(torch.get_rng_state(), out / f"rng.{dist.get_rank()}.pt")
 
 
 def run_cases(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> None:

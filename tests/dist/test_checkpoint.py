@@ -102,6 +102,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _case("sgd-pp2-async", 2, 1, "1f1b", "sgd", checkpoint={"async_save": True}),
         _case("init-pp2", 2, 1, "1f1b", "sgd", init_from=str(root / "ref.safetensors"), params_only=True),
         _case("init-dp2", 1, 2, "1f1b", "sgd", init_from=str(root / "ref.safetensors"), params_only=True),
+        _case("rng-pp1-to-pp2", 2, 1, "1f1b", "sgd", checkpoint={"resume": _step(root, "sgd-ref")},
+              params_only=True),
     ])  # fmt: skip
     # tp2 -> pp2 needs the tp2 checkpoint from the spawn above: one more (small) spawn.
     _spawned(root, 2, [
@@ -192,6 +194,20 @@ def test_init_from_loads_full_weights_into_any_layout(runs: Path, case: str) -> 
         for name, value in params.items():
             source = exported["wte.weight" if name == "head.weight" else name]
             torch.testing.assert_close(value, source, rtol=0, atol=0, msg=name)
+
+
+def test_resume_under_another_layout_seeds_rng_from_the_step(runs: Path) -> None:
+    """Per-rank RNG states cannot follow a layout change; every rank restarts its stream from
+    seed + resumed step instead of replaying the stream of step 0."""
+    seed = base_run(runs).train.seed
+    torch.manual_seed(seed + K)
+    expected = torch.get_rng_state()
+    torch.manual_seed(seed)
+    from_start = torch.get_rng_state()
+    states = [torch.load(path, weights_only=True) for path in sorted((runs / "rng-pp1-to-pp2").glob("rng.*.pt"))]
+    assert len(states) == 2
+    for state in states:
+        assert torch.equal(state, expected) and not torch.equal(state, from_start)
 
 
 def _final_losses(run_dir: Path) -> list[float]:
