@@ -95,14 +95,23 @@ def plan(
     console.print(tables.mesh_table(layout))
     console.print(tables.stage_table(layout, profile.model))
     console.print(tables.memory_table(layout, gpu_mem))
-    console.print(tables.schedule_table(layout, cost))
-    faster = faster_microbatches(
-        run, profile, cuda_devices=cuda_devices, cost=cost, bf16=bf16, compiled=compiled, gpu_mem_gib=gpu_mem
-    )
-    if faster is not None:
-        console.print(tables.microbatch_hint(*faster, checked_memory=gpu_mem is not None), highlight=False)
+    console.print(tables.schedule_table(layout, cost, gpu=device == "cuda"))
+    if device == "cuda":  # the step model is fitted to GPU runs: no speed hints for CPU runs
+        _microbatch_hint(run, profile, console, cuda_devices=cuda_devices, gpu_mem=gpu_mem, cost=cost)
     if suggest and gpus is not None and gpu_mem is not None:
         _suggest(run, profile, console, gpus=gpus, gpu_mem=gpu_mem, top=top, cost=cost)
+
+
+def _microbatch_hint(
+    run: RunConfig, profile: ModelProfile, console: Console, *, cuda_devices: int, gpu_mem: float | None,
+    cost: CostModel,
+) -> None:  # fmt: skip
+    faster = faster_microbatches(
+        run, profile, cuda_devices=cuda_devices, cost=cost, bf16=bf16_enabled(run.train.precision, "cuda"),
+        compiled=on_for_cuda(run.train.compile, "cuda"), gpu_mem_gib=gpu_mem,
+    )  # fmt: skip
+    if faster is not None:
+        console.print(tables.microbatch_hint(*faster, checked_memory=gpu_mem is not None), highlight=False)
 
 
 def _suggest(

@@ -100,7 +100,9 @@ def _parts(m: RankMemory) -> list[float]:
     return [m.params, m.grads, m.optimizer, m.unsharded, m.casts, m.activations, m.outputs, m.working]
 
 
-def schedule_table(layout: LayoutEstimate, cost: CostModel) -> Table:
+def schedule_table(layout: LayoutEstimate, cost: CostModel, *, gpu: bool) -> Table:
+    """Bubble, estimated step and bytes sent per rank; on GPUs (`gpu`: the step model's home), whether
+    a rank is host-bound."""
     p = layout.run.parallel
     title = (f"schedule {p.schedule}: bubble {layout.bubble:.1%}, estimated step "
              f"{layout.step_time(cost) * 1e3:,.0f} ms; MiB sent per rank and step")  # fmt: skip
@@ -112,7 +114,7 @@ def schedule_table(layout: LayoutEstimate, cost: CostModel) -> Table:
             str(m.pp_rank), held, f"{layout.rank_flops(m.pp_rank) / 1e12:,.2f}",
             *map(mib, (c.p2p, c.tp, c.fsdp, c.tied, c.total)),
         )  # fmt: skip
-    table.caption = layout.host_bound_note(cost)
+    table.caption = layout.host_bound_note(cost) if gpu else None
     return table
 
 

@@ -67,6 +67,10 @@ def test_host_bound_layout_gets_a_note_and_a_faster_split() -> None:
     assert "(--gpu-mem checks that it fits)" in out
     fitted = runner.invoke(app, [*args, "--gpu-mem", "80"])
     assert "train.microbatch_size=32:" in fitted.stdout and "--gpu-mem checks" not in fitted.stdout
+    # Planned for this machine's CPU: the step model is fitted to GPU runs, so no speed hints.
+    on_cpu = runner.invoke(app, [*args[:-2], "topology.device=cpu"])
+    assert on_cpu.exit_code == 0, on_cpu.output
+    assert "host-bound" not in on_cpu.stdout and "estimated faster" not in on_cpu.stdout
 
 
 def test_a_layout_that_does_not_fit_is_marked() -> None:
