@@ -97,11 +97,14 @@ def worker_main(run_dir: str, task: Callable[..., Any] | None = None) -> Any:
 def launch_config(run: RunConfig) -> LaunchConfig:
     """torch elastic's settings for this node: one worker per local rank, c10d rendezvous."""
     from torch.distributed.launcher.api import LaunchConfig
-    from torch.numa.binding import AffinityMode, NumaOptions
 
     topo = run.topology
     world = run.parallel.pp * run.parallel.dp * run.parallel.tp
-    numa = NumaOptions(affinity_mode=AffinityMode(topo.numa_binding)) if topo.numa_binding else None
+    numa: dict[str, Any] = {}  # passed only when asked for: older torch elastic has no such field
+    if topo.numa_binding:
+        from torch.numa.binding import AffinityMode, NumaOptions
+
+        numa["numa_options"] = NumaOptions(affinity_mode=AffinityMode(topo.numa_binding))
     return LaunchConfig(
         min_nodes=topo.nnodes,
         max_nodes=topo.nnodes,
@@ -114,7 +117,7 @@ def launch_config(run: RunConfig) -> LaunchConfig:
         monitor_interval=0.2,
         start_method="spawn",
         local_addr="127.0.0.1" if topo.nnodes == 1 else None,
-        numa_options=numa,
+        **numa,
     )
 
 
