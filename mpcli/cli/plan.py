@@ -111,7 +111,8 @@ def _microbatch_hint(
         compiled=on_for_cuda(run.train.compile, "cuda"), gpu_mem_gib=gpu_mem,
     )  # fmt: skip
     if faster is not None:
-        console.print(tables.microbatch_hint(*faster, checked_memory=gpu_mem is not None), highlight=False)
+        fits = "" if gpu_mem is not None else " (--gpu-mem checks that it fits)"
+        console.print(tables.microbatch_hint(*faster) + fits, highlight=False)
 
 
 def _suggest(

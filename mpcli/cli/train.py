@@ -15,7 +15,7 @@ from rich.console import Console
 from mpcli.cli.common import Overrides, RecipeDirs, cuda_device_count, err_console, load_run
 from mpcli.config.schema import RunConfig
 from mpcli.launch import WorkerFailure, launch
-from mpcli.plan import plan_table, with_split
+from mpcli.plan import plan_table, speed_tip, with_split
 from mpcli.progress import RunProgress, summary_table
 from mpcli.train.metrics import read_metrics
 
@@ -50,11 +50,15 @@ def train(
     verbose: Annotated[bool, typer.Option(help="Show torch elastic's own logs.")] = False,
 ) -> None:
     """Train: `mpcli train conf=gpt2-pipeline parallel.pp=4 train.steps=2000`."""
-    run = with_split(load_run(args, recipe_dir), cuda_device_count())
+    cuda_devices = cuda_device_count()
+    run = with_split(load_run(args, recipe_dir), cuda_devices)
     run_dir = run_dir or new_run_dir(run)
     console = Console()
     plain = quiet or not console.is_terminal
     console.print(plan_table(run))
+    tip = speed_tip(run, cuda_devices)
+    if tip is not None:
+        console.print(tip, highlight=False)
     console.print(f"run directory: {run_dir}", highlight=False)
     _quiet_elastic(run_dir, verbose)
     start = time.monotonic()

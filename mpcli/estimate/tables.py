@@ -136,13 +136,12 @@ def suggest_table(suggestions: list[Suggestion], *, gpus: int, gpu_mem_gib: floa
     return table
 
 
-def microbatch_hint(now: Suggestion, faster: Suggestion, *, checked_memory: bool) -> str:
-    """One line: another split of the same global batch into microbatches, and what it would change."""
+def microbatch_hint(now: Suggestion, faster: Suggestion) -> str:
+    """Another split of the same global batch into microbatches, and what it would change."""
     p, step, was = faster.run.parallel, faster.step_time, now.step_time
-    fits = "" if checked_memory else " (--gpu-mem checks that it fits)"
     return (
         f"same layout and global batch, estimated faster: parallel.microbatches={p.microbatches} "
         f"train.microbatch_size={faster.estimate.microbatch_size}: {step * 1e3:,.0f} ms per step instead "
         f"of {was * 1e3:,.0f} ({step / was - 1:+.0%}), peak {gib(faster.estimate.peak)} GiB instead of "
-        f"{gib(now.estimate.peak)}{fits}"
+        f"{gib(now.estimate.peak)}"
     )

@@ -51,6 +51,23 @@ def test_valid_input_reaches_launch(tmp_path: Path, launches: list[tuple[Any, ..
     run, launched_dir = launches[0]
     assert (run.model.n_layer, run.train.steps) == (4, 3)
     assert launched_dir == run_dir
+    assert "tip:" not in result.stdout  # a CPU run: the step model's tips are for GPUs
+
+
+def test_gpu_run_gets_a_faster_microbatch_split_as_a_tip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launches: list[tuple[Any, ...]]
+) -> None:
+    """gpt2-large tp2 in 4 microbatches of 8 is host-bound on GPUs; one microbatch of 32 is the tip."""
+    for name in ("mpcli.cli.common.cuda_device_count", "mpcli.cli.train.cuda_device_count"):
+        monkeypatch.setattr(name, lambda: 2)
+    args = ["train", "conf=gpt2-pipeline", "model=gpt2-large", "parallel=tensor", "parallel.microbatches=4",
+            "train.microbatch_size=8", f"--run-dir={tmp_path / 'run'}", "--quiet"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "tip: same layout and global batch, estimated faster: parallel.microbatches=1" in out
+    assert "train.microbatch_size=32:" in out and "--gpu-mem N` checks that it fits" in out
+    assert len(launches) == 1  # a tip, not a refusal
 
 
 BAD_INPUTS = [
