@@ -108,8 +108,12 @@ def speed_tip(run: RunConfig, cuda_devices: int) -> str | None:
     from mpcli.estimate.tables import microbatch_hint
 
     bf16, compiled = bf16_enabled(run.train.precision, "cuda"), on_for_cuda(run.train.compile, "cuda")
+    try:
+        profile = profile_model(run)
+    except Exception:  # a bring-your-own model may not run on the meta device: no tip, still a run
+        return None
     faster = faster_microbatches(
-        run, profile_model(run), cuda_devices=cuda_devices, cost=CostModel(), bf16=bf16, compiled=compiled
+        run, profile, cuda_devices=cuda_devices, cost=CostModel(), bf16=bf16, compiled=compiled
     )
     if faster is None:
         return None

@@ -70,6 +70,26 @@ def test_gpu_run_gets_a_faster_microbatch_split_as_a_tip(
     assert len(launches) == 1  # a tip, not a refusal
 
 
+def test_a_model_the_tip_cannot_profile_still_launches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launches: list[tuple[Any, ...]]
+) -> None:
+    """The tip profiles the model on the meta device; a model that reads values on the host cannot run
+    there. No tip then, and the run still starts."""
+    for name in ("mpcli.cli.common.cuda_device_count", "mpcli.cli.train.cuda_device_count"):
+        monkeypatch.setattr(name, lambda: 2)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))  # the fixture's package
+    model = ["model.family=custom", "model._target_=tests.fixtures.byo.build_host_checked",
+             "+model.kwargs={in_features: 16, width: 32, n_classes: 10, depth: 2}",
+             "model.blocks=[inp,layers.0,layers.1,out]", "model.in_features=16",
+             "data=synthetic"]  # fmt: skip
+    result = runner.invoke(
+        app, ["train", "conf=gpt2-pipeline", *model, f"--run-dir={tmp_path / 'run'}", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "tip:" not in result.stdout
+    assert len(launches) == 1
+
+
 BAD_INPUTS = [
     # (overrides, a fragment of the one error line)
     pytest.param(["train.stepz=3"], "did you mean train.steps", id="unknown-key"),
