@@ -6,7 +6,7 @@
 # Writes OUT/probe/profile_probe.txt (rank 0's top operators), every rank's trace
 # (OUT/probe/trace_probe_rank<r>.json.gz) and OUT/probe/summary.txt (bench/trace_summary.py): a
 # collective far longer than its minimum is waiting for another rank; the rank whose collectives stay
-# near their minimum is the one the others wait for.
+# near their minimum is the one the others wait for; host busy near 100% of the window: host-bound.
 set -u
 out=${1:?OUT}; size=${2:?SIZE}; overrides=${3:-}
 mkdir -p "$out/probe"

@@ -3,7 +3,9 @@
 Usage: python3 bench/trace_summary.py OUT/trace_<layout>_rank*.json.gz   (from bench/profile_step.py)
 
 Per rank: the window; how long compute kernels and NCCL kernels kept the GPU busy and how long it sat
-idle (starved by its CPU); how far the GPU ran behind the CPU (launch to start; near zero: CPU-bound);
+idle (starved by its CPU); how long the busiest host thread ran operators and launches in the window
+(near the whole window: host-bound); how far the GPU ran behind the CPU (launch to start; near zero:
+CPU-bound);
 and per collective kind and size the count and the mean/min/max kernel time. A collective whose
 minimum is far below its mean spends the difference waiting for another rank: the rank whose
 collectives are short is the one the others wait for.
@@ -32,6 +34,19 @@ def busy_ms(events: list[dict]) -> float:
     return (total + (current[1] - current[0] if current else 0.0)) / 1000
 
 
+HOST_CATEGORIES = ("cpu_op", "cuda_runtime", "cuda_driver")
+
+
+def host_busy_ms(events: list[dict], start: float, end: float) -> float:
+    """Busy time of the busiest host thread between `start` and `end` (µs): the union of its operator
+    and CUDA API intervals (time between operators, in plain Python, is not counted)."""
+    by_thread: dict[object, list[dict]] = defaultdict(list)
+    for e in events:
+        if e.get("cat") in HOST_CATEGORIES and e["ts"] >= start and e["ts"] + e["dur"] <= end:
+            by_thread[e.get("tid")].append(e)
+    return max((busy_ms(thread) for thread in by_thread.values()), default=0.0)
+
+
 def summarise(path: str) -> str:
     with gzip.open(path) as file:
         events = [e for e in json.load(file)["traceEvents"] if e.get("ph") == "X"]
@@ -40,7 +55,9 @@ def summarise(path: str) -> str:
         return f"{path}: no GPU kernels (a CPU run?)"
     nccl = [e for e in kernels if "nccl" in e["name"].lower()]
     compute = [e for e in kernels if "nccl" not in e["name"].lower()]
-    window = (max(e["ts"] + e["dur"] for e in kernels) - min(e["ts"] for e in kernels)) / 1000
+    first, last = min(e["ts"] for e in kernels), max(e["ts"] + e["dur"] for e in kernels)
+    window = (last - first) / 1000
+    host = host_busy_ms(events, first, last)
     launches = {
         e["args"]["correlation"]: e["ts"]
         for e in events
@@ -53,7 +70,8 @@ def summarise(path: str) -> str:
     ]
     lines = [
         f"{path}: window {window:.1f} ms, compute busy {busy_ms(compute):.1f} ms, "
-        f"NCCL busy {busy_ms(nccl):.1f} ms, idle {window - busy_ms(kernels):.1f} ms, GPU behind CPU by "
+        f"NCCL busy {busy_ms(nccl):.1f} ms, idle {window - busy_ms(kernels):.1f} ms, host busy {host:.1f} ms "
+        f"({host / window:.0%}), GPU behind CPU by "
         + (f"{statistics.median(lags):.2f} ms (median)" if lags else "? ms")
     ]
     kinds: dict[tuple[str, object, object], list[float]] = defaultdict(list)

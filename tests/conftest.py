@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import importlib.util
+import types
+from pathlib import Path
+
 import pytest
 
 from mpcli.config.compose import compose
@@ -26,3 +30,13 @@ def tiny_run(*overrides: str) -> RunConfig:
 @pytest.fixture
 def tiny() -> type:
     return tiny_run
+
+
+def bench_module(name: str) -> types.ModuleType:
+    """A script of bench/ (not a package) loaded as a module, for tests of its functions."""
+    path = Path(__file__).parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,9 +3,7 @@ GPT-2's activation formula, and the schedule model."""
 
 from __future__ import annotations
 
-import importlib.util
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +23,7 @@ from mpcli.models.gpt2 import GPT2, Block
 from mpcli.parallel.partition import flop_costs
 from mpcli.plan import BUBBLE_HINT, bubble_note
 from mpcli.train.optim import build_optimizer
-from tests.conftest import tiny_run
+from tests.conftest import bench_module, tiny_run
 
 FAMILIES = {
     "gpt2": [],
@@ -233,21 +231,12 @@ def test_tensor_parallel_collectives_set_a_host_bound(sp: bool) -> None:
     assert layout.host_bound_note(CostModel(tp_collective_s=0.0)) is None
 
 
-def _bench_module(name: str) -> types.ModuleType:
-    path = Path(__file__).parents[2] / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_step_model_matches_the_measured_gpu_runs() -> None:
     """The step-time model with its default constants against every GPU run in bench/measured_steps.csv
     (H200, torch 2.11; docs/performance.md): one GPU, pipelines of 2 and 4 ranks, tp2, pp2 x tp2 and the
     7B recipe. Ranking layouts only needs the order right, but a model this far from the runs would not
     get it."""
-    bench = _bench_module("fit_step_model")
+    bench = bench_module("fit_step_model")
     runs = bench.measured_runs()
     assert len(runs) >= 18
     errors = {label: layout.step_time(CostModel()) / step - 1 for layout, step, label in runs}
