@@ -11,10 +11,11 @@ Step-time model (used to rank layouts; absolute numbers are rough), per rank:
                                 + (p2p + tied) bytes / pp bandwidth)
 
 The fixed cost per pass is what makes many small microbatches slower than fewer large ones; the cost
-per collective is what leaves GPT-2-sized tensor-parallel ranks waiting on their hosts. The three
-constants are fitted (`bench/fit_step_model.py`) to the 18 runs in `bench/measured_steps.csv` (H200,
-torch 2.11, compiled, bf16; one GPU, pp2, pp4, tp2, pp2 x tp2 and the 7B recipe, microbatches of 2 to
-64): the estimates fall within -27%..+13% of the measured steps, 10% root mean square.
+per collective is what leaves GPT-2-sized tensor-parallel ranks waiting on their hosts. Efficiency,
+the bandwidth inside a node and these two costs are fitted (`bench/fit_step_model.py`) to the 18 runs
+in `bench/measured_steps.csv` (H200, torch 2.11, compiled, bf16; one GPU, pp2, pp4, tp2, pp2 x tp2 and
+the 7B recipe, microbatches of 2 to 64): the estimates fall within -16%..+11% of the measured steps,
+7.5% root mean square. The bandwidth between nodes is assumed (no multi-node run measured).
 
 Communication is not assumed to overlap with compute (a conservative choice). A mesh axis whose group
 stays inside one node uses the intra-node bandwidth, otherwise the inter-node one.
@@ -39,11 +40,11 @@ class CostModel:
     """Assumptions of the step-time model (documented in the README's "Planning a layout")."""
 
     peak_tflops: float = 989.0  # dense bf16 per GPU (H100 SXM / H200); train.peak_tflops overrides
-    efficiency: float = 0.48  # share of the peak the GPU work reaches, launch overheads aside (fitted)
-    intra_node_gb_s: float = 300.0  # achieved GB/s per GPU inside a node (NVLink)
+    efficiency: float = 0.50  # share of the peak the GPU work reaches, launch overheads aside (fitted)
+    intra_node_gb_s: float = 150.0  # achieved GB/s per GPU inside a node, on the critical path (fitted)
     inter_node_gb_s: float = 25.0  # achieved GB/s per GPU between nodes (200-400 Gb/s InfiniBand)
-    pass_overhead_s: float = 2.75e-3  # one stage's forward or backward of one microbatch (fitted)
-    tp_collective_s: float = 0.9e-3  # host time per tensor-parallel collective issued (fitted)
+    pass_overhead_s: float = 3.25e-3  # one stage's forward or backward of one microbatch (fitted)
+    tp_collective_s: float = 0.8e-3  # host time per tensor-parallel collective issued (fitted)
     headroom: float = 0.9  # plan at most this share of --gpu-mem (CUDA context, fragmentation, NCCL)
 
 

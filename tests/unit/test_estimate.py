@@ -240,8 +240,8 @@ def test_step_model_matches_the_measured_gpu_runs() -> None:
     runs = bench.measured_runs()
     assert len(runs) >= 18
     errors = {label: layout.step_time(CostModel()) / step - 1 for layout, step, label in runs}
-    assert all(-0.30 <= e <= 0.15 for e in errors.values()), errors
-    assert bench.rms_error(runs, CostModel()) <= 0.11
+    assert all(-0.20 <= e <= 0.15 for e in errors.values()), errors
+    assert bench.rms_error(runs, CostModel()) <= 0.09
     # Measured: gpt2-xl pp2 runs 16 x 16 faster per token than 16 x 4; the pass cost must see it.
     by_label = {label: layout for layout, _, label in runs}
     xl_pp2 = "gpt2-pipeline model=gpt2-xl parallel.pp=2 parallel.balance=flops parallel.microbatches=16"
