@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from rich.table import Table
@@ -13,6 +14,9 @@ from mpcli.estimate.schedule import bubble_fraction
 from mpcli.models import build_model
 from mpcli.parallel.partition import balanced_split
 from mpcli.parallel.pipeline import num_stages, split_blocks, stage_ranks
+
+if TYPE_CHECKING:
+    from mpcli.estimate.profile import ModelProfile
 
 # Above this idle share the plan suggests more microbatches.
 BUBBLE_HINT = 0.2
@@ -97,9 +101,16 @@ def bubble_note(run: RunConfig) -> str | None:
     return f"{note}; parallel.microbatches={more} would make it {smaller:.0%}"
 
 
-def speed_tip(run: RunConfig, cuda_devices: int) -> str | None:
+def speed_tip(
+    run: RunConfig,
+    cuda_devices: int,
+    *,
+    profile: ModelProfile | None = None,
+    gpu_mem_gib: float | None = None,
+) -> str | None:
     """For a GPU run, a split of the same global batch into microbatches that `mpcli plan`'s step model
-    (fitted to GPU runs) rates at least 5% faster, with its peak memory; None on CPU or when none is."""
+    (fitted to GPU runs) rates at least 5% faster, with its peak memory (only splits that fit
+    `gpu_mem_gib`, when given); None on CPU or when none is. `profile`: the model's, if already made."""
     if resolve_device(run.topology.device, cuda_devices) != "cuda":
         return None
     from mpcli.estimate.layout import CostModel
@@ -107,14 +118,17 @@ def speed_tip(run: RunConfig, cuda_devices: int) -> str | None:
     from mpcli.estimate.suggest import faster_microbatches
     from mpcli.estimate.tables import microbatch_hint
 
+    if profile is None:
+        try:
+            profile = profile_model(run)
+        except Exception:  # a bring-your-own model may not run on the meta device: no tip, still a run
+            return None
     bf16, compiled = bf16_enabled(run.train.precision, "cuda"), on_for_cuda(run.train.compile, "cuda")
-    try:
-        profile = profile_model(run)
-    except Exception:  # a bring-your-own model may not run on the meta device: no tip, still a run
-        return None
     faster = faster_microbatches(
-        run, profile, cuda_devices=cuda_devices, cost=CostModel(), bf16=bf16, compiled=compiled
-    )
+        run, profile, cuda_devices=cuda_devices, cost=CostModel(), bf16=bf16, compiled=compiled,
+        gpu_mem_gib=gpu_mem_gib,
+    )  # fmt: skip
     if faster is None:
         return None
-    return f"tip: {microbatch_hint(*faster)} (`mpcli plan ... --gpu-mem N` checks that it fits)"
+    fits = "" if gpu_mem_gib is not None else " (`mpcli plan ... --gpu-mem N` checks that it fits)"
+    return f"tip: {microbatch_hint(*faster)}{fits}"

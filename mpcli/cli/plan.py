@@ -18,7 +18,6 @@ from mpcli.errors import ConfigError
 from mpcli.estimate import tables
 from mpcli.estimate.layout import CostModel, estimate
 from mpcli.estimate.profile import ModelProfile, profile_model
-from mpcli.estimate.suggest import faster_microbatches
 from mpcli.estimate.suggest import suggest as suggest_layouts
 
 Gpus = Annotated[
@@ -96,23 +95,13 @@ def plan(
     console.print(tables.stage_table(layout, profile.model))
     console.print(tables.memory_table(layout, gpu_mem))
     console.print(tables.schedule_table(layout, cost, gpu=device == "cuda"))
-    if device == "cuda":  # the step model is fitted to GPU runs: no speed hints for CPU runs
-        _microbatch_hint(run, profile, console, cuda_devices=cuda_devices, gpu_mem=gpu_mem, cost=cost)
+    from mpcli.plan import speed_tip  # as with_split above: loads the pipeline machinery
+
+    tip = speed_tip(run, cuda_devices, profile=profile, gpu_mem_gib=gpu_mem)  # GPU runs only
+    if tip is not None:
+        console.print(tip, highlight=False)
     if suggest and gpus is not None and gpu_mem is not None:
         _suggest(run, profile, console, gpus=gpus, gpu_mem=gpu_mem, top=top, cost=cost)
-
-
-def _microbatch_hint(
-    run: RunConfig, profile: ModelProfile, console: Console, *, cuda_devices: int, gpu_mem: float | None,
-    cost: CostModel,
-) -> None:  # fmt: skip
-    faster = faster_microbatches(
-        run, profile, cuda_devices=cuda_devices, cost=cost, bf16=bf16_enabled(run.train.precision, "cuda"),
-        compiled=on_for_cuda(run.train.compile, "cuda"), gpu_mem_gib=gpu_mem,
-    )  # fmt: skip
-    if faster is not None:
-        fits = "" if gpu_mem is not None else " (--gpu-mem checks that it fits)"
-        console.print(tables.microbatch_hint(*faster) + fits, highlight=False)
 
 
 def _suggest(

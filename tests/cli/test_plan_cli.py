@@ -63,8 +63,8 @@ def test_host_bound_layout_gets_a_note_and_a_faster_split() -> None:
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())  # rich wraps captions
     assert "host-bound: pp rank 0 issues" in out
-    assert "estimated faster: parallel.microbatches=1 train.microbatch_size=32:" in out
-    assert "(--gpu-mem checks that it fits)" in out
+    assert "tip: same layout and global batch, estimated faster: parallel.microbatches=1" in out
+    assert "train.microbatch_size=32:" in out and "--gpu-mem N` checks that it fits)" in out
     fitted = runner.invoke(app, [*args, "--gpu-mem", "80"])
     assert "train.microbatch_size=32:" in fitted.stdout and "--gpu-mem checks" not in fitted.stdout
     # Planned for this machine's CPU: the step model is fitted to GPU runs, so no speed hints.
