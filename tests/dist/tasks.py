@@ -162,7 +162,9 @@ def sp_grads_task(run: RunConfig, *, dims: ParallelDims, device: torch.device, r
     with trainer._context():
         trainer.pipeline.step(inputs, targets)
     named = {plain_name(n): p for part in trainer.parts for n, p in part.named_parameters()}
-    partial = [n for n, p in named.items() if isinstance(p.grad, DTensor) and p.grad.placements[0].is_partial()]
+    partial = [
+        n for n, p in named.items() if isinstance(p.grad, DTensor) and p.grad.placements[0].is_partial()
+    ]
     expected = {n: named[n].grad.redistribute(placements=[Replicate()]).to_local().clone() for n in partial}
     reduce_partial_grads(trainer.params)
     result = {

@@ -204,7 +204,9 @@ def test_resume_under_another_layout_seeds_rng_from_the_step(runs: Path) -> None
     expected = torch.get_rng_state()
     torch.manual_seed(seed)
     from_start = torch.get_rng_state()
-    states = [torch.load(path, weights_only=True) for path in sorted((runs / "rng-pp1-to-pp2").glob("rng.*.pt"))]
+    states = [
+        torch.load(path, weights_only=True) for path in sorted((runs / "rng-pp1-to-pp2").glob("rng.*.pt"))
+    ]
     assert len(states) == 2
     for state in states:
         assert torch.equal(state, expected) and not torch.equal(state, from_start)
