@@ -128,9 +128,8 @@ class LayoutEstimate:
     def step_time(self, cost: CostModel) -> float:
         peak_tflops = self.run.train.peak_tflops or cost.peak_tflops
         bandwidths = tuple(bw * 1e9 for bw in self._bandwidths(cost))
-        compute = max(self.step_terms(m.pp_rank).compute_s(cost, peak_tflops) for m in self.memory)
-        comm = max(self.step_terms(m.pp_rank).comm_s(bandwidths) for m in self.memory)
-        return compute + comm
+        terms = [self.step_terms(m.pp_rank) for m in self.memory]
+        return max(t.compute_s(cost, peak_tflops) for t in terms) + max(t.comm_s(bandwidths) for t in terms)
 
     def host_bound_note(self, cost: CostModel) -> str | None:
         """Where a rank's host time to issue tensor-parallel collectives exceeds its GPU time: by how
