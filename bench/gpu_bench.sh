@@ -21,13 +21,15 @@ declare -A shape=([medium]="24 16 1024" [large]="36 20 1280" [xl]="48 25 1600")
 # The fastest layouts measured (docs/performance.md, session 10): per-microbatch costs (stage passes,
 # tensor-parallel collectives issued by the host) call for large microbatches; tp2 at 48 fits 80 GiB.
 # pp4 at 32 x 16 is the step model's pick over the measured 16 x 16 (same memory, half the bubble).
-# pp4mem is the memory target's layout: smaller microbatches, interleaved.
+# pp4mem is the memory target's layout: smaller microbatches, interleaved. tp2async: tp2 with torch's
+# micro-pipelined TP (not yet measured on 2 GPUs; on GPT-2 it fuses the backward collectives only).
 declare -A named=(
   [none]="parallel.pp=1 parallel.microbatches=1 train.microbatch_size=16"
   [pp2]="parallel.pp=2 parallel.microbatches=16 train.microbatch_size=16 parallel.balance=flops"
   [pp4]="parallel.pp=4 parallel.microbatches=32 train.microbatch_size=16 parallel.balance=flops"
   [pp4mem]="parallel.pp=4 parallel.schedule=interleaved-1f1b parallel.virtual_stages=2 parallel.microbatches=16 train.microbatch_size=4 parallel.balance=flops"
   [tp2]="parallel=tensor train.microbatch_size=48"
+  [tp2async]="parallel=tensor train.microbatch_size=48 parallel.async_tp=true"
   [pp2tp2]="parallel=hybrid parallel.microbatches=8 train.microbatch_size=32 parallel.balance=flops"
   [recipe]=""
 )

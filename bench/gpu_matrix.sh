@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 6's whole matrix on one 4-GPU machine, run in lanes on disjoint GPUs so it fits the device time:
 #   phase 1, side by side: GPU 0: gpt2-medium and gpt2-large on one GPU; GPU 3: gpt2-xl on one GPU;
-#                          GPUs 1,2: gpt2-xl pp2, then gpt2-large tp2 (sequence parallel)
+#                          GPUs 1,2: gpt2-xl pp2, then gpt2-large tp2 (sequence parallel; then async TP)
 #   phase 2, all four GPUs: gpt2-large pp2 x tp2, gpt2-xl pp4 (the fastest layout, then the memory
 #                          target's) and the gpt-7b recipe (no reference: it does not fit one GPU; MFU only)
 # Each lane measures its references on its own first GPU just before its runs; phase 2 reuses phase 1's
@@ -23,7 +23,7 @@ lane() {  # NAME GPUS SIZES LAYOUTS...: gpu_bench.sh on those GPUs, one (SIZES, 
 }
 lane single0 0 medium none large none &
 lane single3 3 xl none &
-lane pair12 1,2 xl pp2 large tp2 &
+lane pair12 1,2 xl pp2 large "tp2;tp2async" &
 wait
 cat "$out"/single0/table.md "$out"/single3/table.md "$out"/pair12/table.md > "$out/table.md" 2>/dev/null
 echo "phase 1 done $(date +%T)"

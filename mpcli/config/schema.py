@@ -80,6 +80,10 @@ class ParallelConfig:
     sequence_parallel: bool = False
     # Keep the vocabulary-sharded logits sharded through the loss (GPT-2, tp > 1).
     loss_parallel: bool = True
+    # Overlap each sequence-parallel all-gather / reduce-scatter with the matmul beside it (torch's
+    # micro-pipelined "async" TP: Inductor splits both into chunks over symmetric memory). CUDA,
+    # compiled, sequence_parallel=true only.
+    async_tp: bool = False
     # Extra tensor-parallel plan entries: module-name pattern -> style (see TP_STYLES).
     tp_plan: dict[str, str] = field(default_factory=dict)
 

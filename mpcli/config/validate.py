@@ -74,6 +74,23 @@ def _check_topology(run: RunConfig, cuda_devices: int) -> None:
             )
 
 
+def _check_async_tp(run: RunConfig, cuda_devices: int) -> None:
+    """Async TP rewrites compiled CUDA graphs around the sequence-parallel collectives: without any of
+    the four it would silently do nothing."""
+    p = run.parallel
+    if not p.async_tp:
+        return
+    needs = [
+        (p.tp > 1, "parallel.tp > 1"),
+        (p.sequence_parallel, "parallel.sequence_parallel=true (its collectives are what it overlaps)"),
+        (resolve_device(run.topology.device, cuda_devices) == "cuda", "a CUDA device"),
+        (run.train.compile is not False, "train.compile (Inductor does the overlap)"),
+    ]
+    for met, need in needs:
+        if not met:
+            raise ConfigError(f"parallel.async_tp=true needs {need}; set it or drop parallel.async_tp")
+
+
 def _check_train(run: RunConfig) -> None:
     t = run.train
     for key in ("steps", "microbatch_size", "log_every", "eval_batches"):
@@ -143,6 +160,7 @@ def validate(run: RunConfig, *, cuda_devices: int) -> None:
     check_model(run)
     check_parallel(run)
     _check_topology(run, cuda_devices)
+    _check_async_tp(run, cuda_devices)
     _check_train(run)
     _check_data(run)
     _check_checkpoint(run)

@@ -28,7 +28,7 @@ from mpcli.parallel.speed import (
     compile_stage,
     compiles_whole_stage,
 )
-from mpcli.parallel.tensor import apply_tp
+from mpcli.parallel.tensor import apply_tp, enable_async_tp
 from mpcli.topology import Axis, ParallelDims
 
 SCHEDULE_CLASSES: dict[str, type[torch_schedules._PipelineSchedule]] = {
@@ -140,6 +140,8 @@ def _build_stage(
             compute_dtype=torch.bfloat16 if bf16 else None,
         )
         model.tie_weights()  # sharding replaced the tied parameter on one side
+        if parallel.async_tp:
+            enable_async_tp(dims.mesh[Axis.TP])
     apply_activation_checkpointing(model.blocks, train.activation_checkpointing)
     if on_for_cuda(train.compile, device.type):
         if compiles_whole_stage(train.compile_scope, tp=dims.tp, dp=dims.dp):

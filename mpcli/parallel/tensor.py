@@ -6,6 +6,7 @@ entries from YAML. Style names map to torch's ParallelStyle objects here, in one
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 
@@ -84,6 +85,20 @@ def apply_tp(
             if style in GATHERING_STYLES:
                 model.get_submodule(name).register_forward_pre_hook(_cast_input(compute_dtype))
     parallelize_module(model, tp_mesh, styles)
+
+
+def enable_async_tp(tp_mesh: DeviceMesh) -> None:
+    """Turn on torch's micro-pipelined tensor parallelism for graphs compiled from here on: Inductor
+    splits each all-gather -> matmul and matmul -> reduce-scatter pair into chunks, so one chunk's
+    transfer (over symmetric memory between the tp ranks) overlaps the previous chunk's matmul."""
+    from torch.distributed._symmetric_memory import enable_symm_mem_for_group
+
+    # A process-wide Inductor switch, as torch exposes it; every graph of this worker is a tp graph.
+    torch._inductor.config._micro_pipeline_tp = True
+    with warnings.catch_warnings():
+        # Marked deprecated in recent torch, yet still what enables the group for the fusion pass (2.13).
+        warnings.simplefilter("ignore", FutureWarning)
+        enable_symm_mem_for_group(tp_mesh.get_group().group_name)
 
 
 # Styles whose module input is all-gathered along the sequence under sequence parallelism.

@@ -47,6 +47,9 @@ def case(case_id: str, overrides: list[str], *fragments: str, gpus: int = 0) -> 
     return pytest.param(overrides, gpus, list(fragments), id=case_id)
 
 
+# Async TP's four needs met (tp2 + sequence parallel, compiled, on 2 GPUs); each case below undoes one.
+ASYNC_TP = ["parallel.pp=1", "parallel.tp=2", "parallel.sequence_parallel=true", "parallel.async_tp=true"]
+
 BAD_INPUTS = [
     # case(id, overrides, fragments the message must contain..., gpus=visible CUDA devices)
     case("unknown-key", ["train.stepz=3"], "train.stepz", "did you mean train.steps"),
@@ -74,6 +77,15 @@ BAD_INPUTS = [
     case("nnodes-no-rdzv", ["topology.nnodes=2"], "topology.rdzv_endpoint", "nnodes > 1"),
     case("numa-mode", ["topology.numa_binding=rack"], "topology.numa_binding=rack", "core-complex", gpus=2),
     case("numa-on-cpu", ["topology.numa_binding=node"], "topology.numa_binding=node", "uses no GPU"),
+    *[
+        case(f"async-tp-{name}", [*ASYNC_TP, *undo], "parallel.async_tp=true needs", need, gpus=gpus)
+        for name, undo, need, gpus in (
+            ("tp1", ["parallel.tp=1"], "parallel.tp > 1", 2),
+            ("no-sp", ["parallel.sequence_parallel=false"], "parallel.sequence_parallel=true", 2),
+            ("cpu", [], "a CUDA device", 0),
+            ("eager", ["train.compile=false"], "train.compile", 2),
+        )
+    ],
     case("bad-schedule", ["parallel.schedule=zigzag"], "parallel.schedule=zigzag", "gpipe"),
     case("delete-schema-key", ["~train.steps"], "train.steps", "cannot be removed"),
     # Tensor parallel, schedules and families.
@@ -165,6 +177,7 @@ def test_enough_gpus_and_rdzv_endpoint_are_accepted() -> None:
     run = load(["topology.nnodes=2", "topology.rdzv_endpoint=node0:29500"])
     assert run.topology.rdzv_endpoint == "node0:29500"
     assert load(["topology.numa_binding=node"], cuda_devices=2).topology.numa_binding == "node"
+    assert load(ASYNC_TP, cuda_devices=2).parallel.async_tp
 
 
 def test_missing_recipe_suggests_close_name() -> None:
