@@ -118,8 +118,9 @@ def _suggest(
         f"{len(found)} layouts fit ({invalid} rejected by the config checks, {too_big} over "
         f"{cost.headroom:.0%} of {gpu_mem:g} GiB); estimates assume {cost.peak_tflops:g} TFLOP/s per GPU "
         f"at {cost.efficiency:.0%} and {cost.intra_node_gb_s:g} GB/s inside a node, "
-        f"{cost.inter_node_gb_s:g} GB/s between nodes, {cost.pass_overhead_s * 1e3:g} ms per stage pass and "
-        f"{cost.tp_collective_s * 1e3:g} ms of host time per tensor-parallel collective",
+        f"{cost.inter_node_gb_s:g} GB/s between nodes, {cost.pass_overhead_s * 1e3:g} ms per stage pass; "
+        f"host time {cost.step_host_s * 1e3:g} ms per step, {cost.block_pass_s * 1e3:g} ms per block pass "
+        f"and {cost.tp_collective_s * 1e3:g} ms per tensor-parallel collective",
         highlight=False,
     )
     if not found:

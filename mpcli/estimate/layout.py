@@ -5,17 +5,22 @@ Step-time model (used to rank layouts; absolute numbers are rough), per rank:
     gpu(rank)     = FLOPs of its stages per step / tp / (peak TFLOP/s x efficiency)
                     + 2 x v x M stage passes (forward, backward of one microbatch through one stage)
                       x a fixed cost per pass (schedule, kernel launches, p2p latency)
-    host(rank)    = tensor-parallel collectives it issues per step x a fixed cost per collective
+    host(rank)    = a fixed cost per step (optimizer, clipping, loss statistics)
+                    + 2 x M x its blocks block passes x a fixed cost per block pass (kernel launches)
+                    + tensor-parallel collectives it issues per step x a fixed cost per collective
     step = max over ranks of max(gpu / (1 - bubble), host)
            + max over ranks of (tp bytes / tp bandwidth + fsdp bytes / dp bandwidth
                                 + (p2p + tied) bytes / pp bandwidth)
 
-The fixed cost per pass is what makes many small microbatches slower than fewer large ones; the cost
-per collective is what leaves GPT-2-sized tensor-parallel ranks waiting on their hosts. Efficiency,
-the bandwidth inside a node and these two costs are fitted (`bench/fit_step_model.py`) to the 18 runs
-in `bench/measured_steps.csv` (H200, torch 2.11, compiled, bf16; one GPU, pp2, pp4, tp2, pp2 x tp2 and
-the 7B recipe, microbatches of 2 to 64): the estimates fall within -16%..+11% of the measured steps,
-7.5% root mean square. The bandwidth between nodes is assumed (no multi-node run measured).
+The fixed costs per pass and per block pass are what make many small microbatches slower than fewer
+large ones (a small model in small microbatches is host-bound even on one GPU); the cost per
+collective is what leaves GPT-2-sized tensor-parallel ranks waiting on their hosts. Efficiency, the
+bandwidth inside a node and the fixed costs are fitted (`bench/fit_step_model.py`) to the 24 runs in
+`bench/measured_steps.csv` (H200, torch 2.11, compiled, bf16; one GPU, pp2, pp4, tp2, pp2 x tp2 and the
+7B recipe, gpt2-small to 7B, microbatches of 2 to 64): the estimates fall within -16%..+21% of the
+measured steps, 7.6% root mean square. Host-bound steps vary most: the same run's host time differed
+by 30% between two machines of one kind. The bandwidth between nodes is assumed (no multi-node run
+measured).
 
 Communication is not assumed to overlap with compute (a conservative choice). A mesh axis whose group
 stays inside one node uses the intra-node bandwidth, otherwise the inter-node one.
@@ -43,8 +48,10 @@ class CostModel:
     efficiency: float = 0.50  # share of the peak the GPU work reaches, launch overheads aside (fitted)
     intra_node_gb_s: float = 150.0  # achieved GB/s per GPU inside a node, on the critical path (fitted)
     inter_node_gb_s: float = 25.0  # achieved GB/s per GPU between nodes (200-400 Gb/s InfiniBand)
-    pass_overhead_s: float = 3.25e-3  # one stage's forward or backward of one microbatch (fitted)
-    tp_collective_s: float = 0.8e-3  # host time per tensor-parallel collective issued (fitted)
+    pass_overhead_s: float = 3.0e-3  # one stage's forward or backward of one microbatch (fitted)
+    tp_collective_s: float = 0.5e-3  # host time per tensor-parallel collective issued (fitted)
+    block_pass_s: float = 1.1e-3  # host time per block's forward or backward of one microbatch (fitted)
+    step_host_s: float = 4e-3  # host time per step outside the blocks: optimizer, clipping, stats (fitted)
     headroom: float = 0.9  # plan at most this share of --gpu-mem (CUDA context, fragmentation, NCCL)
 
 
@@ -54,6 +61,7 @@ class StepTerms:
 
     flops: float  # computed per step
     passes: int  # stage forwards and backwards of one microbatch per step
+    block_passes: int  # block forwards and backwards of one microbatch per step (kernels to launch)
     tp_calls: float  # tensor-parallel collectives issued per step
     bubble: float  # idle share of the pipeline schedule
     comm_bytes: tuple[float, float, float]  # sent per step over the tp, dp and pp groups
@@ -66,8 +74,9 @@ class StepTerms:
         return self.flops / (peak_tflops * 1e12 * cost.efficiency) + self.passes * cost.pass_overhead_s
 
     def host_s(self, cost: CostModel) -> float:
-        """Host time to issue the step's tensor-parallel collectives."""
-        return self.tp_calls * cost.tp_collective_s
+        """Host time to issue the step: its fixed part, each block pass's kernels, each tensor-parallel
+        collective."""
+        return cost.step_host_s + self.block_passes * cost.block_pass_s + self.tp_calls * cost.tp_collective_s
 
     def comm_s(self, bandwidths: tuple[float, ...]) -> float:
         """Seconds to send `comm_bytes` at the tp, dp and pp groups' bytes/s, not overlapped."""
@@ -117,9 +126,11 @@ class LayoutEstimate:
     def step_terms(self, pp_rank: int) -> StepTerms:
         """The parts of the step-time model for the ranks at pipeline coordinate `pp_rank`."""
         p, comm = self.run.parallel, self.comm[pp_rank]
+        blocks = sum(len(s.blocks) for s in self.stages if s.pp_rank == pp_rank)
         return StepTerms(
             flops=self.rank_flops(pp_rank),
             passes=2 * p.virtual_stages * p.microbatches,
+            block_passes=2 * blocks * p.microbatches,
             tp_calls=comm.tp_calls,
             bubble=self.bubble,
             comm_bytes=(comm.tp, comm.fsdp, comm.p2p + comm.tied),
@@ -132,18 +143,18 @@ class LayoutEstimate:
         return max(t.compute_s(cost, peak_tflops) for t in terms) + max(t.comm_s(bandwidths) for t in terms)
 
     def host_bound_note(self, cost: CostModel) -> str | None:
-        """Where a rank's host time to issue tensor-parallel collectives exceeds its GPU time: by how
-        much, and what helps."""
+        """Where a rank's host time to issue its step exceeds its GPU time: by how much, and what helps."""
         peak_tflops = self.run.train.peak_tflops or cost.peak_tflops
         for m in self.memory:
             terms = self.step_terms(m.pp_rank)
             gpu, host = terms.gpu_s(cost, peak_tflops), terms.host_s(cost)
             if host > gpu:
+                collectives = f", {terms.tp_calls:,.0f} tensor-parallel collectives" if terms.tp_calls else ""
                 return (
-                    f"host-bound: pp rank {m.pp_rank} issues {terms.tp_calls:,.0f} tensor-parallel "
-                    f"collectives per step (~{host * 1e3:,.0f} ms of host time) for "
-                    f"~{gpu * 1e3:,.0f} ms of GPU work; larger microbatches (train.microbatch_size)"
-                    " give each collective more work"
+                    f"host-bound: pp rank {m.pp_rank} issues {terms.block_passes:,} block passes"
+                    f"{collectives} per step (~{host * 1e3:,.0f} ms of host time) for ~{gpu * 1e3:,.0f} ms "
+                    "of GPU work; fewer, larger microbatches (train.microbatch_size) give each launch "
+                    "more work"
                 )
         return None
 

@@ -44,7 +44,8 @@ def summary_rows(data: RunData, step: PipelineStep | None, textbook: float | Non
     rows = []
     if run is not None:
         rows += [("run", run.name), ("model", model_name(run)), ("layout", layout(run))]
-        rows.append(("microbatches", f"{run.parallel.microbatches} of {run.train.microbatch_size}"))
+        p, size = run.parallel, run.train.microbatch_size
+        rows.append(("microbatches", f"{p.microbatches} of {size} samples each"))
     rows.append(("steps", str(s.loss[-1][0])))
     rows.append(("loss (first → last)", f"{s.loss[0][1]:.4f} → {s.loss[-1][1]:.4f}"))
     if s.eval_loss:

@@ -4,6 +4,7 @@ GPT-2's activation formula, and the schedule model."""
 from __future__ import annotations
 
 import types
+from dataclasses import replace
 
 import pytest
 import torch
@@ -219,28 +220,52 @@ def test_tensor_parallel_collectives_set_a_host_bound(sp: bool) -> None:
     layout = estimate(run, profile_model(run), bf16=False)
     per_call = 2 if sp else 1
     assert layout.comm[0].tp_calls == 3 * (run.model.n_layer * 2 * 2 * per_call + 3 * per_call)
-    slow = CostModel(tp_collective_s=1.0)
+    no_host = CostModel(tp_collective_s=0.0, block_pass_s=0.0, step_host_s=0.0)
+    slow = replace(no_host, tp_collective_s=1.0)
     assert layout.step_time(slow) == pytest.approx(layout.comm[0].tp_calls, rel=1e-6)  # no bubble at pp=1
-    assert (
-        layout.step_time(CostModel(tp_collective_s=0.0))
-        < layout.step_time(CostModel())
-        < layout.step_time(slow)
-    )
+    assert layout.step_time(no_host) < layout.step_time(CostModel()) < layout.step_time(slow)
     note = layout.host_bound_note(slow)
-    assert note is not None and f"issues {layout.comm[0].tp_calls:,.0f} tensor-parallel" in note
-    assert layout.host_bound_note(CostModel(tp_collective_s=0.0)) is None
+    block_passes = 2 * 3 * run.model.n_layer  # forward and backward of each block, 3 microbatches
+    assert note is not None
+    assert f"issues {block_passes} block passes, {layout.comm[0].tp_calls:,.0f} tensor-parallel" in note
+    assert layout.host_bound_note(no_host) is None
+
+
+def test_launches_make_a_small_model_host_bound() -> None:
+    """Each block pass and each step cost host time whatever the microbatch holds: gpt2-small in
+    microbatches of 4 waits on its host on one GPU (measured so on an H200: 29 ms per step for one
+    microbatch, 91 ms for four; 3.1x), and the estimate grows with the microbatch count accordingly."""
+    one, four = (
+        estimate(run, profile_model(run), bf16=True, compiled=True)
+        for run in (
+            compose(
+                "gpt2-pipeline",
+                [
+                    "model=gpt2-small",
+                    "parallel.pp=1",
+                    f"parallel.microbatches={m}",
+                    "train.microbatch_size=4",
+                ],
+            )  # fmt: skip
+            for m in (1, 4)
+        )
+    )
+    note = four.host_bound_note(CostModel())
+    assert note is not None and "issues 96 block passes per step" in note  # 12 blocks x 2 x 4
+    assert 2.5 < four.step_time(CostModel()) / one.step_time(CostModel()) < 4.0  # measured: 3.1
 
 
 def test_step_model_matches_the_measured_gpu_runs() -> None:
     """The step-time model with its default constants against every GPU run in bench/measured_steps.csv
     (H200, torch 2.11; docs/performance.md): one GPU, pipelines of 2 and 4 ranks, tp2, pp2 x tp2 and the
-    7B recipe. Ranking layouts only needs the order right, but a model this far from the runs would not
-    get it."""
+    7B recipe, small models host-bound on one GPU. Ranking layouts only needs the order right, but a
+    model this far from the runs would not get it. The bounds leave room for host speed: one host-bound
+    run's step differed by 30% between two machines of the same kind."""
     bench = bench_module("fit_step_model")
     runs = bench.measured_runs()
-    assert len(runs) >= 18
+    assert len(runs) >= 24
     errors = {label: layout.step_time(CostModel()) / step - 1 for layout, step, label in runs}
-    assert all(-0.20 <= e <= 0.15 for e in errors.values()), errors
+    assert all(-0.20 <= e <= 0.25 for e in errors.values()), errors
     assert bench.rms_error(runs, CostModel()) <= 0.09
     # Measured: gpt2-xl pp2 runs 16 x 16 faster per token than 16 x 4; the pass cost must see it.
     by_label = {label: layout for layout, _, label in runs}
