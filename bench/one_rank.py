@@ -76,11 +76,14 @@ def sync_stacks(trainer: Trainer, batch: tuple[torch.Tensor, torch.Tensor]) -> l
         if "synchronizing" in str(message):
             stacks["".join(traceback.format_stack(limit=12)[:-1])] = None
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = record  # type: ignore[assignment]
-        torch.cuda.set_sync_debug_mode("warn")
-        trainer.launch_step(*batch)
+    # Switched on outside the capture: the switch itself warns that it is a prototype.
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record  # type: ignore[assignment]
+            trainer.launch_step(*batch)
+    finally:
         torch.cuda.set_sync_debug_mode("default")
     return list(stacks)
 
