@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch.profiler import ProfilerActivity, profile
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
+from bench.profile_step import _sync
 from mpcli.config.compose import compose
 from mpcli.config.validate import resolve_device
 from mpcli.topology import ParallelDims
@@ -40,11 +41,6 @@ from mpcli.train.loop import _samplers
 from mpcli.train.step import Trainer
 
 FUSED_OPS = ("symm_mem::fused_all_gather_matmul", "symm_mem::fused_matmul_reduce_scatter")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def fused_op_counts(trainer: Trainer, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, int]:
