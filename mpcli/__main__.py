@@ -1,4 +1,4 @@
-from mpcli.cli.app import main
+from mpcli.cli.entry import main
 
 if __name__ == "__main__":
     main()

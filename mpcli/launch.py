@@ -6,8 +6,11 @@ run_dir/logs/rank_<N>.log and global rank 0 writes run_dir/metrics.jsonl.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 from mpcli.config.compose import from_yaml, to_yaml
 from mpcli.config.schema import RunConfig
 from mpcli.config.validate import resolve_device
+from mpcli.network import bind_address, own_rendezvous_store, process_group_store, worker_environment
 
 if TYPE_CHECKING:
     from torch.distributed.launcher.api import LaunchConfig
 
 RESOLVED_CONFIG = "config.yaml"
+ELASTIC_SCRATCH = ".elastic"
 
 
 def rank_log(run_dir: Path, rank: int) -> Path:
@@ -72,7 +77,10 @@ def worker_main(run_dir: str, task: Callable[..., Any] | None = None) -> Any:
     device = dims.device(local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(dims.backend, timeout=timedelta(seconds=run.topology.timeout_s))
+    timeout = timedelta(seconds=run.topology.timeout_s)
+    store = process_group_store(run.topology, rank, dims.world_size, timeout)
+    explicit = {} if store is None else {"store": store, "rank": rank, "world_size": dims.world_size}
+    dist.init_process_group(dims.backend, timeout=timeout, **explicit)
     try:
         print(f"rank {rank}/{dims.world_size} on {device}, {threads} threads, torch {torch.__version__}")
         if task is None:
@@ -132,9 +140,17 @@ def launch(run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = N
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESOLVED_CONFIG).write_text(to_yaml(run))
-    config = launch_config(run)
+    address = bind_address(run.topology)
+    # Worker rank 0 hosts the workers' store (bound by `process_group_store`) rather than torch
+    # elastic's agent, whose store would listen on every interface and, across restarts, keep keys of the
+    # failed attempt where a new process group may read a dead peer's address (pytorch/pytorch#135712).
+    environ = {**worker_environment(address), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     try:
-        with _fresh_store_per_attempt(run.topology.max_restarts > 0):
+        with (
+            _elastic_scratch(run_dir) as scratch,
+            own_rendezvous_store(_with_logs(launch_config(run), scratch), address) as config,
+            _scoped_environ(environ),
+        ):
             return elastic_launch(config, worker_main)(str(run_dir), task)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
@@ -142,20 +158,43 @@ def launch(run: RunConfig, run_dir: Path, *, task: Callable[..., Any] | None = N
 
 
 @contextmanager
-def _fresh_store_per_attempt(enabled: bool) -> Iterator[None]:
-    """Restarted workers must not share the agent's TCPStore: keys of the failed attempt stay there
-    and a new process group may read a dead peer's address (pytorch/pytorch#135712)."""
-    key = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
-    before = os.environ.get(key)
-    if enabled:
-        os.environ[key] = "1"
+def _elastic_scratch(run_dir: Path) -> Iterator[Path]:
+    """A folder of the run for what torch elastic writes beside the workers (per-rank error files, its
+    per-attempt folders, torch.multiprocessing's error pickles, made with `tempfile` in this process),
+    removed when the launch ends: their contents reach mpcli through torch elastic's `ChildFailedError`,
+    and nothing is left in the system's temp directory."""
+    scratch = run_dir / ELASTIC_SCRATCH
+    scratch.mkdir(parents=True, exist_ok=True)
+    tempdir = tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = tempdir
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _with_logs(config: LaunchConfig, scratch: Path) -> LaunchConfig:
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+
+    return dataclasses.replace(config, logs_specs=DefaultLogsSpecs(log_dir=str(scratch)))
+
+
+@contextmanager
+def _scoped_environ(updates: dict[str, str]) -> Iterator[None]:
+    """`updates` in the environment for one launch only (spawned workers inherit it); torch elastic's
+    own TORCHELASTIC_SIGNALS_TO_HANDLE, written into this process's environment, goes too."""
+    keys = [*updates, "TORCHELASTIC_SIGNALS_TO_HANDLE"]
+    before = {key: os.environ.get(key) for key in keys}
+    os.environ.update(updates)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _rdzv_id(run: RunConfig) -> str:

@@ -32,7 +32,8 @@ from torch.distributed.tensor import DTensor
 from torch.optim.lr_scheduler import LambdaLR
 
 from mpcli.checkpoint import store
-from mpcli.checkpoint.store import MODEL, OPTIM, RNG, CheckpointMeta, Layout, SafeReader
+from mpcli.checkpoint.safe_metadata import SafeReader
+from mpcli.checkpoint.store import MODEL, OPTIM, RNG, CheckpointMeta, Layout
 from mpcli.checkpoint.weights import check_shapes, load_weights
 from mpcli.config.schema import RunConfig
 from mpcli.data.sampler import GlobalSampler

@@ -5,29 +5,30 @@ writing rank plus DCP's `.metadata`) and our `meta.json`. Ranks write into `step
 every rank finished, global rank 0 adds `meta.json`, renames the directory to `step_<N>/` and then
 points the `latest` file at it. A directory ending in `.partial` is never loaded and is deleted by the
 next run that uses the same checkpoint directory.
+
+DCP's `.metadata` is a pickle; it is only ever read through `safe_metadata`, which refuses code.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint import FileSystemReader
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+from mpcli.checkpoint.safe_metadata import DCP_METADATA, load_metadata
 from mpcli.config.schema import CheckpointConfig
+from mpcli.errors import ConfigError
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 META = "meta.json"
 PARTIAL = ".partial"
-DCP_METADATA = ".metadata"
 FORMAT = 1
 # Key prefixes inside a checkpoint: model weights, optimizer state, per-rank RNG states.
 MODEL, OPTIM, RNG = "model.", "optim.", "rng."
@@ -82,7 +83,13 @@ def is_complete(path: Path) -> bool:
 
 
 def read_meta(path: Path) -> CheckpointMeta:
-    return CheckpointMeta.from_json((path / META).read_text(encoding="utf-8"))
+    file = path / META
+    try:
+        return CheckpointMeta.from_json(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{file}: not a readable mpcli checkpoint description ({type(exc).__name__})"
+        ) from None
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -97,8 +104,9 @@ def latest(root: Path) -> Path | None:
     """The checkpoint `latest` names; the newest complete one if that file is missing or stale."""
     marker = root / LATEST
     if marker.is_file():
-        named = root / marker.read_text(encoding="utf-8").strip()
-        if is_complete(named):
+        name = marker.read_text(encoding="utf-8", errors="replace").strip()
+        named = root / name
+        if Path(name).name == name and name not in ("", ".", "..") and is_complete(named):  # no path out
             return named
     complete = list_checkpoints(root)
     return complete[-1] if complete else None
@@ -154,46 +162,6 @@ def prune(root: Path, keep: int) -> list[Path]:
     return doomed
 
 
-# Plain values DCP's metadata may hold besides its own classes (a checkpoint id may be a path).
-SAFE_GLOBALS = {
-    ("torch.serialization", "_get_layout"),
-    ("pathlib", "PosixPath"),
-    ("pathlib", "PurePosixPath"),
-    ("pathlib", "WindowsPath"),
-    ("pathlib", "PureWindowsPath"),
-}
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """DCP's `.metadata` is a pickle: allow only DCP's metadata classes and torch's plain types."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("torch.distributed.checkpoint.") or module == "collections":
-            return super().find_class(module, name)
-        if (module, name) in SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module == "torch":
-            value = getattr(torch, name, None)
-            if isinstance(value, torch.dtype | torch.layout | torch.memory_format) or value is torch.Size:
-                return value
-        raise pickle.UnpicklingError(f"checkpoint metadata refers to {module}.{name}, which is not allowed")
-
-
-class SafeReader(FileSystemReader):
-    """FileSystemReader whose metadata read refuses arbitrary objects (tensor data is read by DCP
-    itself with torch.load(weights_only=True))."""
-
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        with open(Path(self.path) / DCP_METADATA, "rb") as f:
-            metadata = _MetadataUnpickler(f).load()
-        if not isinstance(metadata, Metadata):
-            raise pickle.UnpicklingError(f"{self.path}: {DCP_METADATA} holds no checkpoint metadata")
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
-
-
 @dataclass
 class TensorInfo:
     shape: tuple[int, ...]
@@ -202,8 +170,9 @@ class TensorInfo:
 
 def tensors(path: Path, prefix: str = "") -> dict[str, TensorInfo]:
     """Global shape and dtype of each tensor saved in a checkpoint whose key starts with `prefix`
-    (the prefix is removed from the returned names)."""
-    metadata = SafeReader(path).read_metadata()
+    (the prefix is removed from the returned names). Raises `UnsafeCheckpoint` for metadata that
+    is refused or unreadable."""
+    metadata = load_metadata(path / DCP_METADATA)
     return {
         key.removeprefix(prefix): TensorInfo(tuple(md.size), md.properties.dtype)
         for key, md in metadata.state_dict_metadata.items()

@@ -40,7 +40,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from mpcli.checkpoint import store
-from mpcli.checkpoint.store import MODEL, SafeReader, TensorInfo
+from mpcli.checkpoint.safe_metadata import SafeReader
+from mpcli.checkpoint.store import MODEL, TensorInfo
 from mpcli.config.schema import ModelConfig
 from mpcli.errors import ConfigError
 from mpcli.models import build_model

@@ -67,10 +67,10 @@ def inspect(
     """Step, data position, layout, model and the tensors (global shapes, dtypes) of a checkpoint."""
     from mpcli.checkpoint import store
 
-    with user_errors():
+    with user_errors():  # a refused or unreadable checkpoint is one line, exit code 2
         checkpoint = _resolve(path)
-    meta = store.read_meta(checkpoint)
-    tensors = store.tensors(checkpoint)
+        meta = store.read_meta(checkpoint)
+        tensors = store.tensors(checkpoint)
     console = Console(width=200)
     model = meta.model
     console.print(f"checkpoint: {checkpoint}", highlight=False)

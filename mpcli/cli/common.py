@@ -32,6 +32,16 @@ RecipeDirs = Annotated[
     typer.Option("--recipe-dir", help="Extra recipe directory, searched first (repeatable)."),
 ]
 
+TrustTargets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-target",
+        metavar="PATTERN",
+        help="Let model._target_ names matching PATTERN (fnmatch, e.g. 'myteam.models.*') be any callable, "
+        "not only an nn.Module class (repeatable; also MPCLI_TRUST_TARGET, comma-separated).",
+    ),
+]
+
 err_console = Console(stderr=True)
 
 
@@ -62,10 +72,13 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def load_run(args: list[str] | None, recipe_dirs: list[Path] | None, *, check: bool = True) -> RunConfig:
+def load_run(
+    args: list[str] | None, recipe_dirs: list[Path] | None, *, check: bool = True, user_code: bool = True
+) -> RunConfig:
+    """Compose and (with `check`) validate; `user_code=False` keeps a custom model's module unimported."""
     conf, overrides = split_conf(args)
     with user_errors():
         run = compose(conf, overrides, recipe_dirs)
         if check:
-            validate(run, cuda_devices=cuda_device_count())
+            validate(run, cuda_devices=cuda_device_count(), user_code=user_code)
     return run

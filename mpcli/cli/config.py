@@ -12,5 +12,5 @@ app = typer.Typer(help="Inspect composed configs.", no_args_is_help=True)
 
 @app.command()
 def show(args: Overrides = None, recipe_dir: RecipeDirs = None) -> None:
-    """Print the resolved YAML of `conf=NAME [overrides]` (checked, nothing launched)."""
-    typer.echo(to_yaml(load_run(args, recipe_dir)), nl=False)
+    """Print the resolved YAML of `conf=NAME [overrides]` (checked, nothing launched or imported)."""
+    typer.echo(to_yaml(load_run(args, recipe_dir, user_code=False)), nl=False)

@@ -6,13 +6,15 @@ Runs no worker processes and needs no GPU: the model is profiled on the meta dev
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from mpcli.cli.common import Overrides, RecipeDirs, cuda_device_count, load_run, user_errors
+from mpcli.cli.common import Overrides, RecipeDirs, TrustTargets, cuda_device_count, load_run, user_errors
 from mpcli.config.schema import RunConfig
+from mpcli.config.target import trusting
 from mpcli.config.validate import bf16_enabled, on_for_cuda, resolve_device, validate
 from mpcli.errors import ConfigError
 from mpcli.estimate import tables
@@ -67,10 +69,19 @@ def plan(
     gpu_mem: GpuMem = None,
     suggest: Suggest = False,
     top: Top = 10,
+    trust_target: TrustTargets = None,
 ) -> None:
     """Estimate a run before launching it: `mpcli plan conf=gpt2-pipeline model=gpt2-xl --gpus 8`."""
     with user_errors():
         _check_options(gpus, gpu_mem, suggest, top)
+    with trusting(trust_target):
+        _plan(args, recipe_dir, gpus, gpu_mem, suggest=suggest, top=top)
+
+
+def _plan(
+    args: list[str] | None, recipe_dir: list[Path] | None, gpus: int | None, gpu_mem: float | None,
+    *, suggest: bool, top: int,
+) -> None:  # fmt: skip
     run = load_run(args, recipe_dir, check=False)
     device, cuda_devices = _device(run, gpus)
     with user_errors():

@@ -174,7 +174,8 @@ def validate_recipes(
     for check in checks:
         if check.path is not None:
             try:
-                validate(compose(str(check.path), [], recipe_dir), cuda_devices=cuda_devices)
+                run = compose(str(check.path), [], recipe_dir)
+                validate(run, cuda_devices=cuda_devices, user_code=False)
             except ConfigError as exc:
                 check.error = str(exc)
         console.print(check.line(width))

@@ -15,6 +15,7 @@ from dataclasses import fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from mpcli.config import slurm
+from mpcli.config.input_checks import check_overrides, check_recipe_file, yaml_error_line
 from mpcli.config.schema import RunConfig
 from mpcli.errors import ConfigError
 
@@ -98,6 +100,8 @@ def compose_dict(
     if recipe.suffix != ".yaml":
         # Hydra (version_base >= 1.2) loads only .yaml files; a .yml recipe would fail as "not found".
         raise ConfigError(f"conf={conf}: {recipe.name} is not a .yaml file; rename it to {recipe.stem}.yaml")
+    check_recipe_file(recipe, f"conf={conf}")
+    check_overrides(overrides or [])
     search = [recipe.parent, *recipe_search_path(recipe_dirs), builtin_conf_dir()]
     searchpath = ",".join(f"file://{d}" for d in dict.fromkeys(search) if d.is_dir())
     _register_schema()
@@ -110,6 +114,12 @@ def compose_dict(
             )
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_friendly(exc)) from None
+    except yaml.YAMLError as exc:  # a recipe named in the defaults of another
+        raise ConfigError(f"conf={conf}: {yaml_error_line(exc)}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"conf={conf}: the defaults lists loop (a recipe includes itself, directly or through others)"
+        ) from None
     finally:
         GlobalHydra.instance().clear()
     if "hydra" in cfg:
@@ -130,6 +140,9 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> Non
             raise ConfigError(f"{name}: unknown config key; {fix}")
         sub = known[str(key)].default_factory
         if callable(sub) and is_dataclass(sub):
+            node = cfg._get_node(key)
+            if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+                raise ConfigError(f"{name}: must hold the keys of {name} (a mapping), not {node._value()!r}")
             _reject_unknown_keys(cfg[key], sub, f"{name}.")  # type: ignore[arg-type]
 
 
@@ -142,7 +155,11 @@ def compose(
         run = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(_friendly(exc)) from None
-    assert isinstance(run, RunConfig)
+    if not isinstance(run, RunConfig):
+        raise ConfigError(
+            f"conf={conf}: the recipe does not build on the base config; list config (or another "
+            "recipe) first in its defaults"
+        )
     return run
 
 
@@ -195,5 +212,9 @@ def _friendly(exc: BaseException) -> str:
     deletion = re.search(r"does not support deletion\s+full_key: ([\w.]+)", full)
     if deletion:
         return f"~{deletion.group(1)}: schema keys cannot be removed; set a value instead"
-    first = next((line.strip() for line in full.splitlines() if line.strip()), type(exc).__name__)
+    not_optional = re.search(r"field '[^']+' is not Optional", full)
+    if not_optional and full_key:
+        return f"{full_key.group(1)}: cannot be null; set a value"
+    lines = [line.strip() for line in full.splitlines() if line.strip()] or [type(exc).__name__]
+    first = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
     return f"config error: {first}"

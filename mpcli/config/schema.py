@@ -97,6 +97,8 @@ class TopologyConfig:
     node_rank: int = 0
     # host:port of the c10d rendezvous; null = a free port on 127.0.0.1 (single node only).
     rdzv_endpoint: str | None = None
+    # Address every listener binds to; null = loopback (1 node) or the one routing to rdzv_endpoint.
+    bind_host: str | None = None
     # Job id shared by all nodes of one job; null = a fresh id (1 node) or the run name (several nodes).
     rdzv_id: str | None = None
     max_restarts: int = 0

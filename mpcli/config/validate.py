@@ -12,6 +12,8 @@ from mpcli.config.layout_checks import check_model, check_parallel
 from mpcli.config.layout_checks import one_of as _one_of
 from mpcli.config.layout_checks import positive as _positive
 from mpcli.config.schema import RunConfig
+from mpcli.config.target import resolve_target
+from mpcli.data.token_file import token_file_layout
 from mpcli.errors import ConfigError
 
 
@@ -126,7 +128,7 @@ def _check_data(run: RunConfig) -> None:
         path = Path(d.path).expanduser()
         if not path.is_file():
             raise ConfigError(f"data.path={d.path}: file not found")
-        held_out = int(path.stat().st_size // 2 * d.eval_fraction)
+        held_out = int(token_file_layout(path, f"data.path={d.path}").count * d.eval_fraction)
         if held_out <= run.model.seq_len:
             raise ConfigError(
                 f"data.path={d.path}: too few tokens; its held-out part needs more than "
@@ -135,7 +137,7 @@ def _check_data(run: RunConfig) -> None:
     _positive("data.corpus_bytes", d.corpus_bytes)
 
 
-def _check_checkpoint(run: RunConfig) -> None:
+def _check_checkpoint(run: RunConfig, user_code: bool) -> None:
     c = run.checkpoint
     _positive("checkpoint.every", c.every, zero_ok=True)
     _positive("checkpoint.keep", c.keep, zero_ok=True)
@@ -148,19 +150,54 @@ def _check_checkpoint(run: RunConfig) -> None:
                 f"checkpoint.resume={c.resume}: no complete checkpoint there; give a checkpoint, "
                 "checkpoints or run directory, or auto / never"
             )
-        weights.check_checkpoint(found, run.model, source=f"checkpoint.resume={c.resume}")
+        if user_code or run.model.family != "custom":  # a custom model's shapes need its code
+            weights.check_checkpoint(found, run.model, source=f"checkpoint.resume={c.resume}")
     if run.model.init_from:
         from mpcli.checkpoint import weights
 
         weights.check_init_from(run.model)
 
 
-def validate(run: RunConfig, *, cuda_devices: int) -> None:
-    """Raise `ConfigError` for the first problem found; `cuda_devices` is what this node sees."""
+def check_auto_resume(run: RunConfig, run_dir: Path) -> None:
+    """Before launch: the checkpoint that `checkpoint.resume=auto` would continue in `run_dir` (when it
+    holds one) is readable and holds this model's shapes, so a refused one is one line, not a crash."""
+    from mpcli.checkpoint import store, weights
+
+    root = store.checkpoint_root(run.checkpoint, run_dir)
+    found = store.latest(root) if run.checkpoint.resume == "auto" and root.is_dir() else None
+    if found is not None:
+        weights.check_checkpoint(found, run.model, source=f"checkpoint.resume=auto ({found})")
+
+
+def _check_custom_model(run: RunConfig) -> None:
+    """Resolve the target (imports its module, calls nothing), then build it on the meta device so that
+    wrong `model.kwargs` or `model.blocks` are one line here instead of a crash in every worker."""
+    target = f"model._target_={run.model._target_}"
+    resolve_target(str(run.model._target_))
+    from mpcli.models import build_model
+
+    try:
+        build_model(run.model)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"{target}: building it with model.kwargs failed: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def validate(run: RunConfig, *, cuda_devices: int, user_code: bool = True) -> None:
+    """Raise `ConfigError` for the first problem found; `cuda_devices` is what this node sees.
+
+    `user_code=False` (read-only commands) never imports a custom model's module: its target is then
+    checked for form only, and a checkpoint's shapes are not compared with that model.
+    """
     check_model(run)
     check_parallel(run)
     _check_topology(run, cuda_devices)
     _check_async_tp(run, cuda_devices)
     _check_train(run)
     _check_data(run)
-    _check_checkpoint(run)
+    if user_code and run.model.family == "custom":
+        _check_custom_model(run)
+    _check_checkpoint(run, user_code)

@@ -12,10 +12,7 @@ from mpcli.config.schema import DataConfig, ModelConfig
 from mpcli.data.sampler import Dataset, TokenWindows
 from mpcli.data.shapes import ShapesDataset
 from mpcli.data.synthetic import TeacherTask
-
-# llm.c token files start with a 256 x int32 header whose first word is this magic number.
-LLMC_MAGIC = 20240520
-LLMC_HEADER_BYTES = 256 * 4
+from mpcli.data.token_file import token_file_layout
 
 
 @dataclass
@@ -41,10 +38,9 @@ def byte_corpus(max_bytes: int) -> np.ndarray:
 
 def token_file(path: str) -> np.ndarray:
     """A uint16 token memmap (nanoGPT .bin), skipping an llm.c header when present."""
-    path = str(Path(path).expanduser())  # as validate.py checks it: `~/data.bin` must work
-    header = np.fromfile(path, dtype=np.int32, count=1)
-    offset = LLMC_HEADER_BYTES if header.size and header[0] == LLMC_MAGIC else 0
-    return np.memmap(path, dtype=np.uint16, mode="r", offset=offset)
+    file = Path(path).expanduser()  # as validate.py checks it: `~/data.bin` must work
+    layout = token_file_layout(file, f"data.path={path}")
+    return np.memmap(file, dtype=np.uint16, mode="r", offset=layout.offset, shape=(layout.count,))
 
 
 def load_tokens(cfg: DataConfig) -> TokenSplits:
@@ -57,7 +53,10 @@ def load_datasets(data: DataConfig, model: ModelConfig, *, seed: int) -> tuple[D
     """Train and held-out data sets for `data.name`."""
     if data.name in ("bytes-corpus", "tokens"):
         splits = load_tokens(data)
-        return TokenWindows(splits.train, model.seq_len), TokenWindows(splits.eval, model.seq_len)
+        return (
+            TokenWindows(splits.train, model.seq_len, model.vocab),
+            TokenWindows(splits.eval, model.seq_len, model.vocab),
+        )
     eval_size = max(1, int(data.size * data.eval_fraction))
     if data.name == "shapes":
         return (

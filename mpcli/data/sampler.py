@@ -28,6 +28,7 @@ class TokenWindows:
 
     tokens: np.ndarray  # 1-D token ids
     seq_len: int
+    vocab: int | None = None  # ids must be below it (an embedding lookup beyond it fails obscurely)
 
     def __post_init__(self) -> None:
         if len(self) < 1:
@@ -42,6 +43,11 @@ class TokenWindows:
             for i in indices
         ]
         data = torch.from_numpy(np.stack(rows))  # (len(indices), seq_len + 1)
+        if self.vocab is not None and int(data.max()) >= self.vocab:
+            raise ValueError(
+                f"data: token id {int(data.max())} is >= model.vocab={self.vocab}; the tokens were made "
+                "for a larger vocabulary: set model.vocab to at least the tokenizer's size"
+            )
         return data[:, :-1], data[:, 1:]
 
 

@@ -1,5 +1,6 @@
 """Bring your own model: `model._target_` builds it, `model.blocks` lists the submodules to chain.
 
+`model._target_` names an nn.Module class, or a factory the user trusts (see config/target.py).
 The listed submodules, applied one after another, must compute the model's forward; each is one
 block for pipeline splits. Tensor parallelism comes from `parallel.tp_plan` patterns over the block
 names (`blocks.<index>.<path inside the block>`). Weights are re-initialised after the meta-device
@@ -11,22 +12,23 @@ from __future__ import annotations
 import zlib
 
 import torch
-from hydra.utils import get_method
 from torch import nn
 
 from mpcli.config.schema import ModelConfig
+from mpcli.config.target import resolve_target
+from mpcli.errors import ConfigError
 from mpcli.models.base import StagedModel, TaskSpec, classification_loss, mse_loss
 
 
 class CustomModel(StagedModel):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
-        module = get_method(str(cfg._target_))(**cfg.kwargs)
+        module = resolve_target(str(cfg._target_))(**cfg.kwargs)
         if not isinstance(module, nn.Module):
             raise TypeError(
                 f"model._target_={cfg._target_} returned {type(module).__name__}, not an nn.Module"
             )
-        self.blocks = nn.ModuleDict({str(i): module.get_submodule(path) for i, path in enumerate(cfg.blocks)})
+        self.blocks = nn.ModuleDict({str(i): _submodule(module, path) for i, path in enumerate(cfg.blocks)})
 
     def all_block_ids(self) -> list[int]:
         return list(range(len(self.cfg.blocks)))
@@ -42,6 +44,16 @@ class CustomModel(StagedModel):
             if callable(reset):
                 torch.manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63))
                 reset()
+
+
+def _submodule(module: nn.Module, path: str) -> nn.Module:
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        children = ", ".join(name for name, _ in module.named_children())
+        raise ConfigError(
+            f"model.blocks: {path} is not a submodule of the model; its top level has {children}"
+        ) from None
 
 
 def task(cfg: ModelConfig) -> TaskSpec:

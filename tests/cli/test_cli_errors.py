@@ -19,22 +19,7 @@ from mpcli.cli.app import app
 from mpcli.config.compose import RECIPE_PATH_ENV, from_yaml
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """cwd is an empty directory (a run would create runs/ there); no team recipes; no GPUs."""
-    monkeypatch.delenv(RECIPE_PATH_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("mpcli.cli.common.cuda_device_count", lambda: 0)
-
-
-@pytest.fixture
-def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """Calls of `launch` by the train command; no worker process is ever started."""
-    calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr("mpcli.cli.train.launch", lambda *args, **kwargs: calls.append(args))
-    return calls
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 def error_lines(text: str) -> list[str]:
@@ -78,7 +63,7 @@ def test_a_model_the_tip_cannot_profile_still_launches(
     for name in ("mpcli.cli.common.cuda_device_count", "mpcli.cli.train.cuda_device_count"):
         monkeypatch.setattr(name, lambda: 2)
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))  # the fixture's package
-    model = ["model.family=custom", "model._target_=tests.fixtures.byo.build_host_checked",
+    model = ["model.family=custom", "model._target_=tests.fixtures.byo.HostCheckedNet",
              "+model.kwargs={in_features: 16, width: 32, n_classes: 10, depth: 2}",
              "model.blocks=[inp,layers.0,layers.1,out]", "model.in_features=16",
              "data=synthetic"]  # fmt: skip

@@ -15,7 +15,7 @@ from mpcli.cli.app import app
 from mpcli.config.compose import RECIPE_PATH_ENV, compose, from_yaml
 
 runner = CliRunner()
-WIDE = {"COLUMNS": "200"}  # rich tables at full width, nothing cut short
+WIDE = {"COLUMNS": "320"}  # rich tables at full width, nothing cut short
 
 TEAM_GPT2 = """\
 # mpcli train conf=team-gpt2

@@ -26,7 +26,7 @@ defaults:
 name: team-net
 model:
   family: custom
-  _target_: tests.fixtures.byo.build
+  _target_: tests.fixtures.byo.TeamNet
   kwargs: {in_features: 16, width: 32, n_classes: 10, depth: 4}
   blocks: [inp, layers.0, layers.1, layers.2, layers.3, out]
   in_features: 16
@@ -69,7 +69,17 @@ def train(tmp_path: Path, name: str, *overrides: str) -> list[dict]:
 def test_custom_model_under_pp2_and_tp2_matches_one_process(tmp_path: Path) -> None:
     runs = {
         "one": train(tmp_path, "one"),
-        "pp2": train(tmp_path, "pp2", "parallel.pp=2", "parallel.balance=params"),
+        # The same network from a factory function, which only a user's trust lets a recipe name; the
+        # workers inherit that trust from the launcher.
+        "pp2": train(
+            tmp_path,
+            "pp2",
+            "parallel.pp=2",
+            "parallel.balance=params",
+            "model._target_=tests.fixtures.byo.build",
+            "--trust-target",
+            "tests.fixtures.byo.build",
+        ),
         "tp2": train(tmp_path, "tp2", "parallel.tp=2"),
     }
     losses = {name: [r["loss"] for r in records if "loss" in r] for name, records in runs.items()}

@@ -19,9 +19,21 @@ pytestmark = pytest.mark.e2e
 SGD = ["train.optimizer=sgd", "train.lr=0.5", "train.warmup=0", "train.eval_every=0"]
 
 
-def mpcli(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+def mpcli(
+    *args: str, cwd: Path, timeout: int = 240, tmpdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`mpcli ARGS`; with `tmpdir`, that empty folder is the system temp directory of the run."""
+    env = dict(os.environ)
+    if tmpdir is not None:
+        tmpdir.mkdir()
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run(
-        [sys.executable, "-m", "mpcli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "mpcli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -32,9 +44,20 @@ def step_losses(run_dir: Path) -> list[float]:
 def test_pipeline_run_learns_and_leaves_its_files(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = ["model=gpt2-tiny", "topology.device=cpu", "train.steps=60", "train.eval_every=30"]
-    done = mpcli("train", "conf=gpt2-pipeline", *args, "--quiet", "--run-dir", str(run_dir), cwd=tmp_path)
+    tmpdir = tmp_path / "tmp"
+    done = mpcli(
+        "train",
+        "conf=gpt2-pipeline",
+        *args,
+        "--quiet",
+        "--run-dir",
+        str(run_dir),
+        cwd=tmp_path,
+        tmpdir=tmpdir,
+    )
     assert done.returncode == 0, done.stderr
     assert "stage" in done.stdout and "run summary" in done.stdout
+    assert list(tmpdir.iterdir()) == []  # torch elastic's folders and error files stayed in the run
     records = read_metrics(run_dir / "metrics.jsonl")
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 61))
@@ -103,20 +126,24 @@ def test_two_nodes_over_loopback_match_one_node(tmp_path: Path, how: str) -> Non
 
 
 def test_worker_crash_reports_rank_error_and_log(tmp_path: Path) -> None:
-    """Token ids beyond the vocabulary crash the first stage inside the worker, not the launcher."""
+    """Token ids beyond the vocabulary stop the first batch inside the worker, not the launcher: the
+    error names the id and the key to change, and the rank's log holds the traceback."""
     tokens = tmp_path / "tokens.bin"
     np.full(20_000, 60_000, dtype=np.uint16).tofile(tokens)
-    run_dir = tmp_path / "run"
+    run_dir, tmpdir = tmp_path / "run", tmp_path / "tmp"
     done = mpcli(
         "train", *TINY, "parallel.pp=2", "data=tokens", f"data.path={tokens}", "train.steps=3",
-        "--quiet", "--run-dir", str(run_dir), cwd=tmp_path,
+        "--quiet", "--run-dir", str(run_dir), cwd=tmp_path, tmpdir=tmpdir,
     )  # fmt: skip
     assert done.returncode == 1
     error_lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1, done.stderr
     log = run_dir / "logs" / "rank_0.log"
-    assert error_lines[0].startswith("error: rank 0 failed: ") and str(log) in error_lines[0]
-    assert "IndexError" in log.read_text()
+    assert error_lines[0].startswith(
+        "error: rank 0 failed: ValueError: data: token id 60000 is >= model.vocab"
+    )
+    assert str(log) in error_lines[0] and "Traceback" in log.read_text()
+    assert list(tmpdir.iterdir()) == []  # no torch.multiprocessing error pickles left behind
 
 
 def test_compiled_stages_match_eager(tmp_path: Path) -> None:

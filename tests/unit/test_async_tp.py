@@ -19,12 +19,18 @@ from mpcli.parallel.tensor import enable_async_tp
 
 
 @pytest.fixture
-def fake_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Two ranks under torch's fake process group (this process is rank 0); Inductor's switch restored."""
-    monkeypatch.setattr(torch._inductor.config, "_micro_pipeline_tp", False)
-    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
-    yield
-    dist.destroy_process_group()
+def fake_world() -> Iterator[None]:
+    """Two ranks under torch's fake process group (this process is rank 0).
+
+    Inductor's switch is restored by its own scoped patch: pytest's monkeypatch deletes and re-sets the
+    attribute, which leaves torch's config module reporting the key as missing to every later compile.
+    """
+    with torch._inductor.config.patch(_micro_pipeline_tp=False):
+        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
 
 
 def test_enable_async_tp_marks_the_tp_group(fake_world: None) -> None:

@@ -44,6 +44,6 @@ def test_describe_omits_what_the_cpu_does_not_have() -> None:
 
 def test_summary_reports_first_and_last_loss_and_eval(tmp_path: Path) -> None:
     out = io.StringIO()
-    Console(file=out, width=120).print(summary_table(RECORDS, tmp_path, elapsed_s=3.0))
+    Console(file=out, width=300).print(summary_table(RECORDS, tmp_path, elapsed_s=3.0))
     text = out.getvalue()
     assert "5.5000 → 4.2500" in text and "4.0000" in text and "62.5%" in text and str(tmp_path) in text

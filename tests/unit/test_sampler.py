@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,10 @@ import pytest
 import torch
 
 from mpcli.config.schema import DataConfig
-from mpcli.data.datasets import LLMC_MAGIC, load_tokens, token_file
+from mpcli.data.datasets import load_tokens, token_file
 from mpcli.data.sampler import GlobalSampler, TokenWindows
+from mpcli.data.token_file import LLMC_MAGIC, token_file_layout
+from mpcli.errors import ConfigError
 
 SEQ_LEN = 8
 N_WINDOWS = 10
@@ -153,3 +156,35 @@ def test_load_tokens_splits_train_and_eval(tmp_path: Path) -> None:
     splits = load_tokens(DataConfig(name="tokens", path=str(tmp_path / "t.bin"), eval_fraction=0.1))
     assert (len(splits.train), len(splits.eval)) == (90, 10)
     np.testing.assert_array_equal(np.concatenate([splits.train, splits.eval]), stream)
+
+
+def llmc_file(path: Path, tokens: np.ndarray, *, version: int = 1, count: int | None = None) -> Path:
+    header = np.zeros(256, dtype=np.int32)
+    header[:3] = [LLMC_MAGIC, version, len(tokens) if count is None else count]
+    path.write_bytes(header.tobytes() + tokens.tobytes())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p.write_bytes(STREAM.tobytes() + b"x"), "17 bytes is not a whole number of uint16 tokens"),
+        (lambda p: llmc_file(p, STREAM, version=2), "llm.c token file version 2"),
+        (lambda p: llmc_file(p, STREAM, count=9), "announces 9 tokens but 16 bytes follow it"),
+        (lambda p: llmc_file(p, STREAM[:-1], count=-1), "announces -1 tokens"),
+    ],
+)
+def test_a_token_file_that_does_not_fit_its_dtype_is_one_line(
+    tmp_path: Path, make: Callable[[Path], object], fragment: str
+) -> None:
+    path = tmp_path / "t.bin"
+    make(path)
+    with pytest.raises(ConfigError, match=f"^data.path=x: .*{fragment}"):
+        token_file_layout(path, "data.path=x")
+
+
+def test_token_ids_beyond_the_vocab_are_named_at_the_first_batch() -> None:
+    windows = TokenWindows(STREAM, seq_len=3, vocab=50257)
+    windows.items([0])  # ids up to 50256
+    with pytest.raises(ValueError, match="token id 65535 is >= model.vocab=50257; .*set model.vocab"):
+        windows.items([1])
