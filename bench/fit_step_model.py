@@ -1,13 +1,13 @@
-"""Fit `mpcli plan`'s step-time constants to measured runs: `python3 bench/fit_step_model.py`.
+"""Fit `mpcli plan`'s step-time constants to measured runs: `python bench/run.py fit-step-model [CSV]`.
 
 Reads bench/measured_steps.csv (one row per measured GPU run: recipe, overrides, GPUs, tokens/s per GPU,
-where it was measured; every figure is in docs/performance.md), works out each run's step-time terms
-(estimate/layout.py: FLOPs, stage passes, tensor-parallel collectives, bubble, bytes sent) and fits
-efficiency, the bandwidth inside a node and the fixed costs (per stage pass on the GPU; on the host per
-collective, per block pass and per step) that minimise the relative error (the bandwidth between nodes
-stays assumed: no multi-node run is in the file). The grid takes about a minute.
-Prints the fit, then each run's measured step against the fit and against `CostModel()` as it stands.
-No GPU needed.
+card, torch version, date and the bench subcommand that measured it; every figure is in
+docs/performance.md), works out each run's step-time terms (estimate/layout.py: FLOPs, stage passes,
+tensor-parallel collectives, bubble, bytes sent) and fits efficiency, the bandwidth inside a node and
+the fixed costs (per stage pass on the GPU; on the host per collective, per block pass and per step)
+that minimise the relative error (the bandwidth between nodes stays assumed: no multi-node run is in
+the file). The grid takes about a minute. Prints the fit, then each run's measured step against the fit
+and against `CostModel()` as it stands. No GPU needed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import csv
 import itertools
 import math
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,8 +73,8 @@ def fit(runs: list[tuple[LayoutEstimate, float, str]], base: CostModel) -> CostM
     return min(models, key=lambda cost: rms_error(runs, cost))
 
 
-def main() -> None:
-    runs = measured_runs(Path(sys.argv[1]) if len(sys.argv) > 1 else MEASURED)
+def main(path: Path = MEASURED) -> None:
+    runs = measured_runs(path)
     now = CostModel()
     fitted = fit(runs, now)
     print(f"fit: efficiency {fitted.efficiency:.2f}, {fitted.intra_node_gb_s:g} GB/s inside a node, "
@@ -88,7 +87,3 @@ def main() -> None:
     for layout, step, label in runs:
         ours, current = layout.step_time(fitted), layout.step_time(now)
         print(f"{step:10.3f} {ours / step - 1:+7.0%} {current / step - 1:+12.0%}  {label}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Collective bandwidth between the GPUs of one machine, at the message sizes training sends.
 
-Usage: torchrun --nproc_per_node=N bench/nccl_bandwidth.py
+Usage: python bench/run.py nccl-bandwidth [--gpus N], which starts this file on N GPUs through torchrun.
 Prints the NCCL settings in the environment, then one row per collective and size: time per call and
 bus bandwidth (NCCL's convention: the link traffic a ring needs, so sizes and ops compare).
 """

@@ -1,27 +1,27 @@
 """One rank of a tensor/data-parallel layout on one device, its collectives faked: what that rank's
-step costs without communication. `python3 bench/one_rank.py k=v ...` prints one JSON line.
+step costs without communication. `python bench/run.py one-rank k=v ...` prints one JSON line.
 
 Rank 0 runs alone under torch's fake process group (collectives return at once, without moving data),
 so the step time is the rank's own compute plus the host's work to issue it. Set against the real
-layout's step time (gpu_bench.sh), the difference is what communication and waiting cost; against the
-plain reference, the rest is the price of sharded matmuls and DTensor's host work. pp must be 1: a
-pipeline stage's receives would return garbage shapes.
+layout's step time (`run.py compare`), the difference is what communication and waiting cost; against
+the plain reference, the rest is the price of sharded matmuls and DTensor's host work. pp must be 1: a
+pipeline stage's receives would return garbage shapes. With tp = dp = 1 there are no collectives: the
+result is an ordinary one-GPU step of mpcli.
 
-ASYNC_TP_CHECK=1 (with parallel.async_tp=true) runs under symmetric memory's test mode, where the fused
+`async_tp_check` (with parallel.async_tp=true) runs under symmetric memory's test mode, where the fused
 ops fall back to plain collectives, and counts the fused all-gather/matmul and matmul/reduce-scatter
 ops in one profiled step: whether Inductor's micro-pipeline pass found the sequence-parallel pairs.
 Counts need a CUDA build of torch (the pass skips builds without NCCL).
 
-PROFILE=DIR profiles 2 more steps: DIR/one_rank_trace.json.gz (bench/trace_summary.py reads it: GPU
-busy vs host busy) and DIR/one_rank_ops.txt (operators by self CPU time). SYNC_DEBUG=1 prints where a
-step makes the host wait for the GPU (torch.cuda's sync debug mode), one stack per place.
+`profile_dir` profiles 2 more steps: one_rank_trace.json.gz (`run.py trace-summary` reads it: GPU busy
+vs host busy) and one_rank_ops.txt (operators by self CPU time). `sync_debug` prints where a step makes
+the host wait for the GPU (torch.cuda's sync debug mode), one stack per place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 import traceback
@@ -84,11 +84,20 @@ def sync_stacks(trainer: Trainer, batch: tuple[torch.Tensor, torch.Tensor]) -> l
     return list(stacks)
 
 
-def measure(overrides: list[str], *, steps: int, warmup: int) -> dict[str, object]:
+def measure(
+    overrides: list[str],
+    *,
+    steps: int,
+    warmup: int,
+    async_tp_check: bool = False,
+    profile_dir: Path | None = None,
+    sync_debug: bool = False,
+) -> dict[str, object]:
+    """Time `steps` steps queued back to back after `warmup` ones; the checks above on request."""
     run = compose("gpt2-pipeline", overrides)
     p = run.parallel
     if p.pp != 1:
-        raise SystemExit("one_rank.py: parallel.pp must be 1 (pipeline receives cannot be faked)")
+        raise SystemExit("one-rank: parallel.pp must be 1 (pipeline receives cannot be faked)")
     device_type = resolve_device(run.topology.device, torch.cuda.device_count())
     dims = ParallelDims(pp=1, dp=p.dp, tp=p.tp, device_type=device_type)
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=dims.world_size)
@@ -121,28 +130,34 @@ def measure(overrides: list[str], *, steps: int, warmup: int) -> dict[str, objec
         else None,
     }
     after = warmup + steps
-    if os.environ.get("ASYNC_TP_CHECK"):
+    if async_tp_check:
         result["fused_ops"] = fused_op_counts(trainer, data.batch(after))
-    if os.environ.get("PROFILE"):
-        profile_steps(trainer, [data.batch(after + 1), data.batch(after + 2)], Path(os.environ["PROFILE"]))
-    if os.environ.get("SYNC_DEBUG") and device.type == "cuda":
+    if profile_dir is not None:
+        profile_steps(trainer, [data.batch(after + 1), data.batch(after + 2)], profile_dir)
+    if sync_debug and device.type == "cuda":
         for stack in sync_stacks(trainer, data.batch(after + 3)):
             print(f"--- host waits for the GPU at:\n{stack}", file=sys.stderr)
     return result
 
 
-def main(overrides: list[str]) -> None:
-    check = bool(os.environ.get("ASYNC_TP_CHECK"))
-    steps, warmup = int(os.environ.get("STEPS", "10")), int(os.environ.get("WARMUP", "5"))
+def main(
+    overrides: list[str],
+    *,
+    steps: int = 10,
+    warmup: int = 5,
+    async_tp_check: bool = False,
+    profile_dir: Path | None = None,
+    sync_debug: bool = False,
+) -> None:
     context = contextlib.nullcontext()
-    if check:
+    if async_tp_check:
         from torch.distributed._symmetric_memory import _test_mode
 
         context = _test_mode()  # fused ops take their fallbacks: no real symmetric memory exists
-    with context:
-        print(json.dumps(measure(overrides, steps=steps, warmup=warmup)), flush=True)
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    options = {"async_tp_check": async_tp_check, "profile_dir": profile_dir, "sync_debug": sync_debug}
+    try:
+        with context:
+            print(json.dumps(measure(overrides, steps=steps, warmup=warmup, **options)), flush=True)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,16 +1,16 @@
-"""Profile training steps of one layout: `python3 bench/profile_step.py OUT k=v ...`.
+"""Profile training steps of one layout: `python bench/run.py profile OUT [--trace] k=v ...`.
 
-Launches the layout through mpcli (same code path as `mpcli train`), runs a few warm-up steps, then
-profiles 3 steps with torch.profiler and writes rank 0's top operators by self CPU and self CUDA time
-to OUT/profile_<layout>.txt. With PROFILE_TRACE=1 every rank's timeline goes to
-OUT/trace_<layout>_rank<r>.json.gz: a collective's duration on one rank is mostly its wait for the
-others, so comparing ranks shows which one the step waits for.
+Launches the layout through mpcli (same code path as `mpcli train`), runs 5 warm-up steps, then
+profiles 3 steps queued back to back with torch.profiler and writes rank 0's top operators by self CPU
+and self CUDA time to OUT/profile_<name>.txt (`name=` is one of the overrides). With `trace` every
+rank's timeline goes to OUT/trace_<name>_rank<r>.json.gz (`run.py trace-summary` reads them): a
+collective's duration on one rank is mostly its wait for the others, so comparing ranks shows which
+one the step waits for.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import functools
 import time
 from pathlib import Path
 
@@ -31,7 +31,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def profile_task(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> None:
+def profile_task(
+    run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path, trace: bool = False
+) -> None:
     trainer = Trainer(run, dims=dims, device=device)
     data, _ = _samplers(run, dims)
     for step in range(5):
@@ -52,11 +54,10 @@ def profile_task(run: RunConfig, *, dims: ParallelDims, device: torch.device, ru
         table_cuda = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15)
         text = f"step time (profiled) {per_step:.3f} s\n{table_cpu}\n{table_cuda}\n"
         (run_dir.parent / f"profile_{run.name}.txt").write_text(text)
-    if os.environ.get("PROFILE_TRACE"):  # every rank's timeline (chrome://tracing, Perfetto): who waits
+    if trace:  # every rank's timeline (chrome://tracing, Perfetto): who waits
         prof.export_chrome_trace(str(run_dir.parent / f"trace_{run.name}_rank{rank}.json.gz"))
 
 
-if __name__ == "__main__":
-    out, overrides = Path(sys.argv[1]), sys.argv[2:]
+def main(out: Path, overrides: list[str], *, trace: bool = False) -> None:
     run = compose("gpt2-pipeline", overrides)
-    launch(run, out / run.name, task=profile_task)
+    launch(run, out / run.name, task=functools.partial(profile_task, trace=trace))

@@ -1,14 +1,13 @@
 """The plain single-GPU reference: the simplest correct GPT-2 training step, written without mpcli.
 
 bf16 autocast, torch.compile of the whole model, fused AdamW, random tokens (throughput does not
-depend on the data). Prints one JSON line: tokens/s, MFU and peak memory.
-Usage: python3 bench/reference_gpt2.py --layers 24 --heads 16 --dim 1024 --batch 16 --steps 30
+depend on the data). `python bench/run.py reference --model large` prints one JSON line: tokens/s, MFU
+and peak memory (GiB, as `max_memory_allocated / 2**30`). `run.py compare` measures it before mpcli's
+layouts of the same model, so every ratio is against this step on the same GPU.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 
@@ -54,20 +53,26 @@ class GPT(nn.Module):
         return self.head(self.ln(x))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    for name, default in [("layers", 24), ("heads", 16), ("dim", 1024), ("batch", 16), ("seq", 1024),
-                          ("vocab", 50304), ("steps", 30), ("warmup", 10)]:  # fmt: skip
-        ap.add_argument(f"--{name}", type=int, default=default)
-    ap.add_argument("--peak-tflops", type=float, default=989.0)
-    a = ap.parse_args()
+def measure(
+    *,
+    layers: int = 24,
+    heads: int = 16,
+    dim: int = 1024,
+    batch: int = 16,
+    seq: int = 1024,
+    vocab: int = 50304,
+    steps: int = 30,
+    warmup: int = 10,
+    peak_tflops: float = 989.0,
+) -> dict[str, object]:
+    """Time `steps` training steps after `warmup` untimed ones; tokens/s is over the timed steps' mean."""
     torch.manual_seed(0)
-    model = GPT(a.layers, a.heads, a.dim, a.vocab, a.seq).cuda()
+    model = GPT(layers, heads, dim, vocab, seq).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
     step_fn = torch.compile(model)
-    tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), device="cuda")
+    tokens = torch.randint(0, vocab, (batch, seq + 1), device="cuda")
     times = []
-    for step in range(a.warmup + a.steps):
+    for step in range(warmup + steps):
         torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -77,18 +82,14 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
-        if step >= a.warmup:
+        if step >= warmup:
             times.append(time.perf_counter() - start)
-    n = 12 * a.layers * a.dim**2 + a.vocab * a.dim
-    flops_per_token = 6 * n + 12 * a.layers * a.dim * a.seq
-    tps = a.batch * a.seq / (sum(times) / len(times))
-    print(json.dumps({
-        "tokens_per_s": tps, "mfu": tps * flops_per_token / (a.peak_tflops * 1e12),
+    n = 12 * layers * dim**2 + vocab * dim
+    flops_per_token = 6 * n + 12 * layers * dim * seq
+    tps = batch * seq / (sum(times) / len(times))
+    return {
+        "tokens_per_s": tps, "mfu": tps * flops_per_token / (peak_tflops * 1e12),
         "max_mem_gb": torch.cuda.max_memory_allocated() / 2**30, "loss": float(loss),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "device": torch.cuda.get_device_name(),
         "torch": torch.__version__, "check": math.isfinite(float(loss)),
-    }))  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
+    }  # fmt: skip

@@ -1,6 +1,7 @@
 """Summarise torch.profiler traces of one step window, one rank per file: where the GPU time went.
 
-Usage: python3 bench/trace_summary.py OUT/trace_<layout>_rank*.json.gz   (from bench/profile_step.py)
+Usage: python bench/run.py trace-summary OUT/trace_<name>_rank*.json.gz   (from `run.py profile --trace`,
+`run.py probe` or `run.py one-rank --profile DIR`)
 
 Per rank: the window; how long compute kernels and NCCL kernels kept the GPU busy and how long it sat
 idle (starved by its CPU); how long the busiest host thread ran operators and launches in the window
@@ -16,7 +17,6 @@ from __future__ import annotations
 import gzip
 import json
 import statistics
-import sys
 from collections import defaultdict
 
 Interval = tuple[float, float]
@@ -85,8 +85,3 @@ def summarise(path: str) -> str:
             f"mean {mean:.3f} ms, min {min(durations):.3f}, max {max(durations):.3f}"
         )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    for trace in sys.argv[1:]:
-        print(summarise(trace))

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mpcli.train.metrics import read_metrics
+from mpcli.train.metrics import MetricsTail
 
 PLAIN_INTERVAL_S = 5.0
 
@@ -35,7 +35,7 @@ class RunProgress:
 
     def __init__(self, metrics: Path, total_steps: int, console: Console, *, plain: bool) -> None:
         self.metrics, self.total_steps, self.console, self.plain = metrics, total_steps, console, plain
-        self._seen = 0
+        self._tail = MetricsTail(metrics)
         self._last_plain = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
@@ -68,9 +68,7 @@ class RunProgress:
             self._update(final=False)
 
     def _update(self, *, final: bool) -> None:
-        records = read_metrics(self.metrics)
-        new, self._seen = records[self._seen :], len(records)
-        for record in new:
+        for record in self._tail.poll():
             if "eval_loss" in record:
                 accuracy = f", accuracy {record['eval_accuracy']:.1%}" if "eval_accuracy" in record else ""
                 self._print(f"step {record['step']}: eval loss {record['eval_loss']:.4f}{accuracy}")

@@ -28,7 +28,8 @@ def tiny_model(seed: int = 0, cfg: ModelConfig = CFG) -> StagedModel:
 def write_checkpoint(model: StagedModel, root: Path, step: int) -> Path:
     """Save `model` as mpcli does (tied copy once, an optimizer tensor) and commit it under `root`."""
     state = {store.MODEL + k: v for k, v in model.state_dict().items() if model.init_key(k) == k}
-    state[store.OPTIM + "wte.weight.momentum_buffer"] = torch.zeros_like(model.wte.weight)
+    first = next(iter(state))
+    state[store.OPTIM + first.removeprefix(store.MODEL) + ".momentum_buffer"] = torch.zeros_like(state[first])
     partial = root / (store.step_name(step) + store.PARTIAL)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")

@@ -93,13 +93,25 @@ def inspect(
 @app.command()
 def export(
     path: CheckpointPath,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .safetensors file to write.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The .safetensors file (or, with --format hf, directory).")
+    ],
     bf16: Annotated[bool, typer.Option("--bf16", help="Store floating-point weights as bfloat16.")] = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="safetensors: one file in mpcli's names (for model.init_from); hf: a Hugging Face model "
+            "directory (config.json + model.safetensors) for transformers.",
+        ),
+    ] = "safetensors",
 ) -> None:
-    """Write a checkpoint's model as one consolidated safetensors file (for model.init_from)."""
+    """Write a checkpoint's model as one consolidated safetensors file or a Hugging Face directory."""
     from mpcli.checkpoint import weights
 
     with user_errors():
-        tensors = weights.export(path, out, bf16=bf16)
+        if fmt not in ("safetensors", "hf"):
+            raise ConfigError(f"--format {fmt}: must be safetensors or hf")
+        tensors = weights.export(path, out, bf16=bf16, hf=fmt == "hf")
     n_params = sum(t.numel() for t in tensors.values())
     typer.echo(f"wrote {out}: {len(tensors)} tensors, {n_params / 1e6:.2f} M parameters")

@@ -44,8 +44,9 @@ def report(
     """Write one self-contained HTML page about a run: curves, memory, pipeline timeline, config."""
     with user_errors():
         data = load_run(run_dir)
+        textbook = textbook_bubble(data.run)  # a schedule this mpcli does not know is one line
     plots = _plots_module()
-    step, textbook = pipeline_step(data.timelines), textbook_bubble(data.run)
+    step = pipeline_step(data.timelines)
     drawn, notes = plots.draw_all(data, step, textbook)
     page = render(data, drawn, notes, summary_rows(data, step, textbook), now=datetime.now())
     out = out or run_dir / "report.html"

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mpcli.cli.common import (
     Overrides,
@@ -105,10 +106,10 @@ def _train(
         ):
             launch(run, run_dir)
     except WorkerFailure as failure:
-        err_console.print(f"[red]error:[/] {failure}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err_console.print(f"interrupted; logs in {run_dir / 'logs'}")
+        err_console.print(f"interrupted; logs in {escape(str(run_dir / 'logs'))}", highlight=False)
         raise typer.Exit(130) from None
     console.print(summary_table(read_metrics(run_dir / "metrics.jsonl"), run_dir, time.monotonic() - start))
     sys.stdout.flush()

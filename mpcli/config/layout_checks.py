@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from mpcli.config import schema
-from mpcli.config.schema import RunConfig
+from mpcli.config.schema import ParallelConfig, RunConfig
 from mpcli.errors import ConfigError
-
-# The data sets each family can train on (custom models take any).
-FAMILY_DATA = {"gpt2": ("bytes-corpus", "tokens"), "mlp": ("synthetic",), "cnn": ("shapes",)}
+from mpcli.parallel.schedules import SPECS, ScheduleSpec, schedule_spec
 
 
 def one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -21,50 +19,44 @@ def positive(key: str, value: float, *, zero_ok: bool = False) -> None:
 
 
 def _blocks_key(run: RunConfig) -> str:
-    return "len(model.blocks)" if run.model.family == "custom" else "model.n_layer"
+    return "len(model.blocks)" if run.model.blocks else "model.n_layer"
 
 
 def check_model(run: RunConfig) -> None:
-    m = run.model
-    one_of("model.family", m.family, schema.MODEL_FAMILIES)
-    if m.family == "custom":
-        if not m._target_:
-            raise ConfigError("model._target_: required for model.family=custom (pkg.module.factory)")
-        if not m.blocks:
-            raise ConfigError("model.blocks: list the submodules that, chained, compute the forward")
-        one_of("model.loss", m.loss, ("cross_entropy", "mse"))
-        return
-    for key in ("n_layer", "n_head", "d_model", "seq_len", "vocab", "n_classes", "in_features", "channels"):
-        positive(f"model.{key}", getattr(m, key))
-    if m.family == "gpt2" and m.d_model % m.n_head:
-        raise ConfigError(f"model.d_model={m.d_model}: must be divisible by model.n_head={m.n_head}")
-    if not 0 <= m.dropout < 1:
-        raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
-    if run.data.name not in FAMILY_DATA[m.family]:
+    from mpcli.models import family_spec  # torch: only when a config is checked
+
+    spec = family_spec(run.model.family)
+    spec.check(run.model)
+    if spec.data and run.data.name not in spec.data:
         raise ConfigError(
-            f"data.name={run.data.name}: model.family={m.family} trains on "
-            f"{' or '.join(FAMILY_DATA[m.family])}"
+            f"data.name={run.data.name}: model.family={spec.name} trains on {' or '.join(spec.data)}"
+        )
+
+
+def _check_virtual_stages(p: ParallelConfig, spec: ScheduleSpec) -> None:
+    positive("parallel.virtual_stages", p.virtual_stages)
+    fewest, most = spec.virtual_stages
+    if most == 1 and p.virtual_stages != 1:
+        multi = [s.name for s in SPECS.values() if s.virtual_stages[1] != 1]
+        raise ConfigError(
+            f"parallel.virtual_stages={p.virtual_stages}: schedule {p.schedule} runs one stage per rank; "
+            f"use one of {', '.join(multi)}"
+        )
+    if fewest == most and p.virtual_stages != most:
+        raise ConfigError(
+            f"parallel.virtual_stages={p.virtual_stages}: schedule {p.schedule} needs exactly {most}"
+        )
+    if p.virtual_stages < fewest:
+        raise ConfigError(
+            f"parallel.virtual_stages={p.virtual_stages}: schedule {p.schedule} interleaves several stages "
+            f"per rank; set parallel.virtual_stages={fewest} (or more), or use 1f1b"
         )
 
 
 def _check_schedule(run: RunConfig) -> None:
     p = run.parallel
-    one_of("parallel.schedule", p.schedule, schema.SCHEDULES)
-    positive("parallel.virtual_stages", p.virtual_stages)
-    if p.schedule in schema.SINGLE_STAGE_SCHEDULES and p.virtual_stages != 1:
-        raise ConfigError(
-            f"parallel.virtual_stages={p.virtual_stages}: schedule {p.schedule} runs one stage per rank; "
-            f"use one of {', '.join(schema.MULTI_STAGE_SCHEDULES)}"
-        )
-    if p.schedule in schema.V_SCHEDULES and p.virtual_stages != 2:
-        raise ConfigError(
-            f"parallel.virtual_stages={p.virtual_stages}: schedule {p.schedule} needs exactly 2"
-        )
-    if p.schedule in schema.MULTI_STAGE_SCHEDULES and p.virtual_stages < 2:
-        raise ConfigError(
-            f"parallel.virtual_stages=1: schedule {p.schedule} interleaves several stages per rank; "
-            "set parallel.virtual_stages=2 (or more), or use 1f1b"
-        )
+    spec = schedule_spec(p.schedule)
+    _check_virtual_stages(p, spec)
     stages = p.pp * p.virtual_stages
     if stages > run.model.n_blocks:
         raise ConfigError(
@@ -75,12 +67,13 @@ def _check_schedule(run: RunConfig) -> None:
         raise ConfigError(
             f"parallel.microbatches={p.microbatches}: needs at least one microbatch per stage (pp={p.pp})"
         )
-    if p.schedule == "dualpipev" and p.microbatches < stages:
+    least = spec.min_microbatches(p.pp, p.virtual_stages)
+    if p.microbatches < least:  # only where torch wants one per stage: one per rank is checked above
         raise ConfigError(
-            f"parallel.microbatches={p.microbatches}: dualpipev needs at least one microbatch per stage "
-            f"({stages} stages: pp={p.pp} x 2); use parallel.microbatches={stages} or more"
+            f"parallel.microbatches={p.microbatches}: {p.schedule} needs at least one microbatch per stage "
+            f"({stages} stages: pp={p.pp} x {p.virtual_stages}); use parallel.microbatches={least} or more"
         )
-    if p.schedule in ("interleaved-1f1b", "interleaved-zero-bubble") and p.microbatches % p.pp:
+    if spec.microbatches_multiple_of_pp and p.microbatches % p.pp:
         raise ConfigError(
             f"parallel.microbatches={p.microbatches}: {p.schedule} needs a multiple of pp={p.pp}"
         )
@@ -103,29 +96,26 @@ def _check_split(run: RunConfig) -> None:
 
 
 def _check_tp(run: RunConfig) -> None:
+    from mpcli.models import family_spec
+
     p, m = run.parallel, run.model
+    spec = family_spec(m.family)
     for pattern, style in p.tp_plan.items():
         one_of(f"parallel.tp_plan.{pattern}", style, schema.TP_STYLES)
-    if p.sequence_parallel and m.family != "gpt2":
+    if p.sequence_parallel and not spec.tokens:
         raise ConfigError(
-            f"parallel.sequence_parallel: only gpt2 has a sequence dimension, not model.family={m.family}"
+            f"parallel.sequence_parallel: model.family={m.family} has no sequence dimension; "
+            "set parallel.sequence_parallel=false"
         )
     if p.tp == 1:
         return
-    if m.family == "cnn":
+    if spec.no_tp:
+        raise ConfigError(f"parallel.tp: {spec.no_tp}")
+    if spec.user_code and not p.tp_plan:
         raise ConfigError(
-            "parallel.tp: the cnn family has no tensor-parallel plan (its small convolutions would spend "
-            "more on per-layer all-reduces than they save); use parallel.pp or parallel.dp"
+            f"parallel.tp_plan: a {m.family} model needs a plan (module pattern: style) for tp > 1"
         )
-    if m.family == "custom" and not p.tp_plan:
-        raise ConfigError("parallel.tp_plan: a custom model needs a plan (module pattern: style) for tp > 1")
-    divisible = {
-        "gpt2": [("model.n_head", m.n_head), ("model.vocab", m.vocab)],
-        "mlp": [("model.d_model", m.d_model)],
-    }
-    if p.sequence_parallel:
-        divisible["gpt2"].append(("model.seq_len", m.seq_len))
-    for key, value in divisible.get(m.family, []):
+    for key, value in spec.tp_divisible(m, p.sequence_parallel):
         if value % p.tp:
             raise ConfigError(f"{key}={value}: must be divisible by parallel.tp={p.tp}")
 

@@ -10,12 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Schedules driving one stage per rank, and those driving several (virtual) stages per rank.
-SINGLE_STAGE_SCHEDULES = ("gpipe", "1f1b")
-MULTI_STAGE_SCHEDULES = ("interleaved-1f1b", "looped-bfs", "interleaved-zero-bubble", "zbv", "dualpipev")
-# V-shaped schedules place exactly two stages per rank: r and 2 * pp - 1 - r.
-V_SCHEDULES = ("zbv", "dualpipev")
-SCHEDULES = SINGLE_STAGE_SCHEDULES + MULTI_STAGE_SCHEDULES
 BALANCE_MODES = ("uniform", "params", "flops", "time")
 TP_STYLES = ("colwise", "rowwise", "embedding", "head", "sequence_parallel", "gather_sequence")
 DEVICES = ("auto", "cpu", "cuda")
@@ -25,7 +19,6 @@ OPTIMIZERS = ("adamw", "sgd")
 ACTIVATION_CHECKPOINTING = ("none", "full", "selective")
 COMPILE_SCOPES = ("auto", "block", "stage")
 DATASETS = ("bytes-corpus", "tokens", "shapes", "synthetic")
-MODEL_FAMILIES = ("gpt2", "mlp", "cnn", "custom")
 
 
 @dataclass
@@ -39,6 +32,12 @@ class ModelConfig:
     vocab: int = 256
     dropout: float = 0.0
     tie_embeddings: bool = True
+    # llama: key/value heads (grouped-query attention; null = n_head), SwiGLU width (null = 8/3 d_model
+    # rounded up to a multiple of 256), rotary base, RMSNorm epsilon.
+    n_kv_head: int | None = None
+    ffn_hidden: int | None = None
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
     # mlp / cnn: classes of the classification task; mlp: input features; cnn: image side and width.
     n_classes: int = 10
     in_features: int = 32
@@ -54,8 +53,9 @@ class ModelConfig:
 
     @property
     def n_blocks(self) -> int:
-        """Blocks a pipeline split may cut between."""
-        return len(self.blocks) if self.family == "custom" else self.n_layer
+        """Blocks a pipeline split may cut between: the listed submodules of a bring-your-own model,
+        else the layers."""
+        return len(self.blocks) if self.blocks else self.n_layer
 
     # Start from these weights (safetensors: an `mpcli checkpoint export`, or GPT-2 in the Hugging
     # Face layout) instead of a fresh init; ignored when a checkpoint is resumed.
@@ -69,6 +69,7 @@ class ParallelConfig:
     tp: int = 1
     # Data-parallel replicas (FSDP2 over the "dp" mesh axis).
     dp: int = 1
+    # A pipeline schedule named in mpcli/parallel/schedules.py (the table that validation reads).
     schedule: str = "1f1b"
     microbatches: int = 4
     # Stages per rank for the multi-stage schedules (V-shaped ones need exactly 2).

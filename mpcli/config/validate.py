@@ -150,7 +150,9 @@ def _check_checkpoint(run: RunConfig, user_code: bool) -> None:
                 f"checkpoint.resume={c.resume}: no complete checkpoint there; give a checkpoint, "
                 "checkpoints or run directory, or auto / never"
             )
-        if user_code or run.model.family != "custom":  # a custom model's shapes need its code
+        from mpcli.models import family_spec
+
+        if user_code or not family_spec(run.model.family).user_code:  # its shapes need its code
             weights.check_checkpoint(found, run.model, source=f"checkpoint.resume={c.resume}")
     if run.model.init_from:
         from mpcli.checkpoint import weights
@@ -167,6 +169,12 @@ def check_auto_resume(run: RunConfig, run_dir: Path) -> None:
     found = store.latest(root) if run.checkpoint.resume == "auto" and root.is_dir() else None
     if found is not None:
         weights.check_checkpoint(found, run.model, source=f"checkpoint.resume=auto ({found})")
+
+
+def _builds_user_code(run: RunConfig) -> bool:
+    from mpcli.models import family_spec  # torch: only when a config is checked
+
+    return family_spec(run.model.family).user_code
 
 
 def _check_custom_model(run: RunConfig) -> None:
@@ -198,6 +206,6 @@ def validate(run: RunConfig, *, cuda_devices: int, user_code: bool = True) -> No
     _check_async_tp(run, cuda_devices)
     _check_train(run)
     _check_data(run)
-    if user_code and run.model.family == "custom":
+    if user_code and _builds_user_code(run):
         _check_custom_model(run)
     _check_checkpoint(run, user_code)

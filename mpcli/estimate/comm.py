@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from mpcli.config.schema import RunConfig
 from mpcli.estimate.profile import ModelProfile
 from mpcli.estimate.stages import Stage, tp_styles
+from mpcli.models import family_spec
+from mpcli.parallel.pipeline import loss_parallel_enabled
 
 FP32 = 4
 
@@ -73,6 +75,7 @@ def _tp(
     if p.tp == 1:
         return 0.0, 0.0
     e = 2 if bf16 else FP32
+    sharded = loss_parallel_enabled(p, run.model)
     per_call = 2 if p.sequence_parallel else 1  # an all-reduce becomes an all-gather + reduce-scatter
     size = calls = 0.0  # all-reduced elements x bytes per sample; collectives per microbatch
     for part in stage.parts:
@@ -85,8 +88,8 @@ def _tp(
                 size += n_out * FP32
                 calls += per_call
             elif style == "head":
-                size += n_in * e + (0 if p.loss_parallel else n_out * e / 2)  # all-gather: half
-                calls += per_call + (0 if p.loss_parallel else 1)
+                size += n_in * e + (0 if sharded else n_out * e / 2)  # all-gather: half
+                calls += per_call + (0 if sharded else 1)
     return all_reduce(size * microbatch_size * p.microbatches, p.tp), calls * p.microbatches
 
 
@@ -102,7 +105,7 @@ def _fsdp(run: RunConfig, stage: Stage, *, bf16: bool) -> float:
 
 
 def _tied(run: RunConfig, stages: list[Stage], stage: Stage) -> float:
-    tied = run.model.family == "gpt2" and run.model.tie_embeddings
+    tied = family_spec(run.model.family).ties_embeddings and run.model.tie_embeddings
     if not tied or not (stage.first or stage.last) or stages[0].pp_rank == stages[-1].pp_rank:
         return 0.0
     local_vocab = -(-run.model.vocab // run.parallel.tp)

@@ -30,7 +30,7 @@ from torch.autograd.graph import saved_tensors_hooks
 from torch.utils.flop_counter import FlopCounterMode
 
 from mpcli.config.schema import RunConfig
-from mpcli.models import build_model, task_of
+from mpcli.models import build_model, family_spec, task_of
 from mpcli.models.base import StagedModel
 from mpcli.parallel.partition import Costs
 
@@ -151,7 +151,7 @@ def _measure(part: PartProfile, module: nn.Module, prefix: str, run: Callable[[]
 
 def _example(run: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """One sample (inputs, targets) on the meta device."""
-    if run.model.family == "gpt2":  # token ids; no need to read the corpus
+    if family_spec(run.model.family).tokens:  # token ids; no need to read the corpus
         ids = torch.zeros(1, run.model.seq_len, dtype=torch.long, device="meta")
         return ids, ids
     from mpcli.data.datasets import load_datasets

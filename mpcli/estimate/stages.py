@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from mpcli.config.schema import RunConfig
 from mpcli.estimate import gpt2
 from mpcli.estimate.profile import ModelProfile, ParamInfo, PartProfile
-from mpcli.parallel.pipeline import compiles_loss, num_stages, split_blocks, stage_ranks
+from mpcli.models import family_spec
+from mpcli.parallel.pipeline import (
+    compiles_loss,
+    loss_parallel_enabled,
+    num_stages,
+    split_blocks,
+    stage_ranks,
+)
 from mpcli.parallel.speed import checkpointed
 from mpcli.parallel.tensor import resolve_plan
 
@@ -134,7 +141,7 @@ def activations(
     inputs and outputs are bf16; norm inputs and the residual stream stay float32, so this slightly
     undercounts). Measured activations are not divided over tp (an upper bound for tensor-parallel
     MLPs)."""
-    if run.model.family == "gpt2":
+    if family_spec(run.model.family).activation_formula == "gpt2_shapes":  # estimate/gpt2.py
         return _gpt2_activations(run, stage, microbatch_size=microbatch_size, bf16=bf16, compiled=compiled)
     b, scale = microbatch_size, 0.5 if bf16 else 1.0
     saved = lambda p: (p.saved_float * scale + p.saved_other) * b  # noqa: E731
@@ -155,14 +162,12 @@ def _gpt2_activations(
 ) -> Activations:
     p = run.parallel
     x = gpt2.shapes(run.model, microbatch_size=microbatch_size, tp=p.tp, sp=p.sequence_parallel, bf16=bf16)
-    fused = compiles_loss(compiled, p)
+    fused, sharded = compiles_loss(compiled, p, run.model), loss_parallel_enabled(p, run.model)
     ends = (gpt2.first_bytes(x) if stage.first else 0.0) + (
-        gpt2.last_bytes(x, loss_parallel=p.loss_parallel, compiled_loss=fused) if stage.last else 0.0
+        gpt2.last_bytes(x, loss_parallel=sharded, compiled_loss=fused) if stage.last else 0.0
     )
     block_input = FP32 * x.b * x.s_local * x.h  # the fp32 residual stream
-    outputs = gpt2.logits_bytes(x, loss_parallel=p.loss_parallel) if stage.last else 0.0
-    loss = (
-        gpt2.loss_backward_bytes(x, loss_parallel=p.loss_parallel, compiled_loss=fused) if stage.last else 0.0
-    )
+    outputs = gpt2.logits_bytes(x, loss_parallel=sharded) if stage.last else 0.0
+    loss = gpt2.loss_backward_bytes(x, loss_parallel=sharded, compiled_loss=fused) if stage.last else 0.0
     blocks = dict.fromkeys(stage.blocks, gpt2.block_bytes(x))
     return Activations(blocks, dict.fromkeys(stage.blocks, float(block_input)), ends, outputs, loss)

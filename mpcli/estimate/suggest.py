@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from mpcli.config.schema import MULTI_STAGE_SCHEDULES, RunConfig
+from mpcli.config.schema import RunConfig
 from mpcli.config.validate import validate
 from mpcli.errors import ConfigError
 from mpcli.estimate.layout import CostModel, LayoutEstimate, estimate
 from mpcli.estimate.profile import ModelProfile
-from mpcli.models import task_of
+from mpcli.models import family_spec, task_of
+from mpcli.parallel.schedules import SPECS
 
 GiB = 2**30
 
@@ -51,10 +52,11 @@ def divisors(n: int) -> list[int]:
 
 
 def _schedules(pp: int) -> list[tuple[str, int]]:
-    """(schedule, stages per rank) worth trying at this pipeline degree."""
+    """(schedule, stages per rank) worth trying at this pipeline degree: every schedule with its fewest
+    stages per rank (without a pipeline they all run the same one stage)."""
     if pp == 1:
         return [("1f1b", 1)]
-    return [("gpipe", 1), ("1f1b", 1), *((name, 2) for name in MULTI_STAGE_SCHEDULES)]
+    return [(name, spec.virtual_stages[0]) for name, spec in SPECS.items()]
 
 
 def candidates(run: RunConfig, world: int) -> Iterator[RunConfig]:
@@ -70,7 +72,7 @@ def candidates(run: RunConfig, world: int) -> Iterator[RunConfig]:
                 for m in (m for m in divisors(global_batch // dp) if m >= pp or pp == 1):
                     parallel = replace(
                         p, pp=pp, tp=tp, dp=dp, schedule=schedule, virtual_stages=virtual, microbatches=m,
-                        split=None, sequence_parallel=tp > 1 and run.model.family == "gpt2"
+                        split=None, sequence_parallel=tp > 1 and family_spec(run.model.family).tokens
                         and run.model.seq_len % tp == 0,
                     )  # fmt: skip
                     train = replace(t, microbatch_size=global_batch // (dp * m))

@@ -1,36 +1,39 @@
-"""Model families: each file builds its model on the meta device and says how it is trained.
+"""Model families: each module builds its model on the meta device and declares a `FamilySpec`.
 
-To add a family: write models/<name>.py with a `StagedModel` subclass and a `task(cfg)` function,
-and register both here.
+To add a family: write models/<name>.py with a `StagedModel` subclass, a `task(cfg)` function and a
+`SPEC = FamilySpec(...)`, add its config groups under conf/model/, and add the spec to `FAMILIES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from mpcli.config.schema import ModelConfig
-from mpcli.models import cnn, custom, gpt2, mlp
-from mpcli.models.base import StagedModel, TaskSpec
+from mpcli.errors import ConfigError
+from mpcli.models import cnn, custom, gpt2, llama, mlp
+from mpcli.models.base import FamilySpec, StagedModel, TaskSpec
 
-FAMILIES: dict[str, tuple[type[StagedModel], Callable[[ModelConfig], TaskSpec]]] = {
-    "gpt2": (gpt2.GPT2, gpt2.task),
-    "mlp": (mlp.MLPNet, mlp.task),
-    "cnn": (cnn.ConvNet, cnn.task),
-    "custom": (custom.CustomModel, custom.task),
+FAMILIES: dict[str, FamilySpec] = {
+    spec.name: spec for spec in (gpt2.SPEC, llama.SPEC, mlp.SPEC, cnn.SPEC, custom.SPEC)
 }
+
+
+def family_spec(name: str) -> FamilySpec:
+    """The spec of `model.family`; one line naming the known families for any other name."""
+    if name not in FAMILIES:
+        raise ConfigError(f"model.family={name}: must be one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
 
 
 def build_model(cfg: ModelConfig) -> StagedModel:
     """The whole model on the meta device: no memory until a stage is materialised."""
-    model_cls, _ = FAMILIES[cfg.family]
+    model_cls = family_spec(cfg.family).model
     with torch.device("meta"):
         return model_cls(cfg)
 
 
 def task_of(cfg: ModelConfig) -> TaskSpec:
-    return FAMILIES[cfg.family][1](cfg)
+    return family_spec(cfg.family).task(cfg)
 
 
 def materialize(model: StagedModel, device: torch.device, seed: int) -> None:

@@ -8,6 +8,7 @@ stage does not own are set to None. The tensor-parallel plan is data: module-nam
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpcli.config.schema import ModelConfig
+from mpcli.errors import ConfigError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -108,6 +111,40 @@ class StagedModel(nn.Module):
         return {}
 
 
+class LanguageModel(StagedModel):
+    """A model whose first-stage token embedding may be tied to its last-stage output head
+    (`model.tie_embeddings`): one parameter on one stage, a synced copy across two."""
+
+    embedding_name = "wte"  # the attribute holding the token embedding
+    head: nn.Linear | None
+
+    def _embedding(self) -> nn.Embedding | None:
+        return getattr(self, self.embedding_name)
+
+    def tie_weights(self) -> None:
+        """Share the embedding with the head when both live on this stage."""
+        embedding = self._embedding()
+        if self.cfg.tie_embeddings and embedding is not None and self.head is not None:
+            self.head.weight = embedding.weight
+
+    @property
+    def head_is_separate_copy(self) -> bool:
+        return self.cfg.tie_embeddings and self.head is not None and self._embedding() is None
+
+    def tied_pair(self) -> list[nn.Parameter]:
+        """The embedding on a first stage and the head copy on a last stage, when not the same stage."""
+        embedding = self._embedding()
+        if not self.cfg.tie_embeddings or (embedding is not None and self.head is not None):
+            return []
+        if embedding is not None:
+            return [embedding.weight]
+        return [self.head.weight] if self.head is not None else []
+
+    def init_key(self, name: str) -> str:
+        tied = name == "head.weight" and self.cfg.tie_embeddings
+        return f"{self.embedding_name}.weight" if tied else name
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """How a family is trained and measured."""
@@ -117,3 +154,90 @@ class TaskSpec:
     tokens_per_sample: int
     # Report eval accuracy (classification tasks).
     accuracy: bool
+
+
+Divisible = list[tuple[str, int]]  # (config key, value) pairs that parallel.tp must divide
+
+
+def _nothing_divisible(cfg: ModelConfig, sequence_parallel: bool) -> Divisible:
+    return []
+
+
+def _no_checks(cfg: ModelConfig) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class HFAdapter:
+    """How a family's weights sit in a Hugging Face `transformers` state dict.
+
+    `marker` recognises the layout (a key only that layout has; group 1 is an optional key prefix);
+    `source(name, cfg, prefix)` gives, for mpcli's parameter `name`, the file key and the transform from
+    the file's tensor to mpcli's; `to_hf` and `config` write the other way (`checkpoint export --format
+    hf`)."""
+
+    marker: re.Pattern[str]
+    source: Callable[[str, ModelConfig, str], tuple[str, Transform]]
+    # mpcli's full state dict (a tied head stored once) -> transformers' state dict, and its config.json.
+    to_hf: Callable[[dict[str, torch.Tensor], ModelConfig], dict[str, torch.Tensor]]
+    config: Callable[[ModelConfig], dict[str, object]]
+
+
+def keep(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def pad_rows(rows: int) -> Transform:
+    """Zero rows appended up to `rows` (a vocabulary padded to a multiple of 64)."""
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        missing = rows - t.shape[0]
+        return torch.cat([t, t.new_zeros(missing, *t.shape[1:])]) if missing > 0 else t
+
+    return pad
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything mpcli needs to know about a model family, declared once in the family's module.
+
+    Nothing outside the family's module tests a family's name: validation, the planner, the trainer and
+    the checkpoint code ask the spec.
+    """
+
+    name: str
+    model: type[StagedModel]
+    task: Callable[[ModelConfig], TaskSpec]
+    # Data sets (data.name) the family trains on; empty: any.
+    data: tuple[str, ...] = ()
+    # Inputs are token ids (B, T) over a vocabulary: sequence parallelism, loss parallelism and a
+    # vocabulary-sharded head apply, and profiling feeds token ids.
+    tokens: bool = False
+    # The family honours model.tie_embeddings (a first-stage embedding tied to a last-stage head).
+    ties_embeddings: bool = False
+    # Family-specific config checks (raise ConfigError naming the key).
+    check: Callable[[ModelConfig], None] = _no_checks
+    # Config values parallel.tp must divide (the flag: under sequence parallelism).
+    tp_divisible: Callable[[ModelConfig, bool], Divisible] = _nothing_divisible
+    # Why tensor parallelism is refused for this family (None: it has a plan).
+    no_tp: str | None = None
+    # Built from the user's code named by model._target_ (bring your own): mpcli imports it only for
+    # commands that build models, and its tensor-parallel plan comes from parallel.tp_plan alone.
+    user_code: bool = False
+    # The analytic activation-memory formula the planner may use (see estimate/stages.py); None:
+    # measured on the meta device.
+    activation_formula: str | None = None
+    hf: HFAdapter | None = None
+
+
+SIZE_KEYS = ("n_layer", "n_head", "d_model", "seq_len", "vocab", "n_classes", "in_features", "channels")
+
+
+def check_sizes(cfg: ModelConfig) -> None:
+    """The size keys every built-in family reads are positive; dropout is a probability."""
+    from mpcli.config.layout_checks import positive
+
+    for key in SIZE_KEYS:
+        positive(f"model.{key}", getattr(cfg, key))
+    if not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"model.dropout={cfg.dropout}: must be in [0, 1)")

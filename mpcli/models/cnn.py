@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpcli.config.schema import ModelConfig
-from mpcli.models.base import StagedModel, TaskSpec, classification_loss
+from mpcli.models.base import FamilySpec, StagedModel, TaskSpec, check_sizes, classification_loss
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -87,3 +87,15 @@ class ConvNet(StagedModel):
 
 def task(cfg: ModelConfig) -> TaskSpec:
     return TaskSpec(loss_fn=classification_loss, tokens_per_sample=1, accuracy=True)
+
+
+SPEC = FamilySpec(
+    name="cnn",
+    model=ConvNet,
+    task=task,
+    data=("shapes",),
+    check=check_sizes,
+    # Its small convolutions would spend more on per-layer all-reduces than they save.
+    no_tp="the cnn family has no tensor-parallel plan (its small convolutions would spend more on "
+    "per-layer all-reduces than they save); use parallel.pp or parallel.dp",
+)

@@ -17,7 +17,7 @@ from torch import nn
 from mpcli.config.schema import ModelConfig
 from mpcli.config.target import resolve_target
 from mpcli.errors import ConfigError
-from mpcli.models.base import StagedModel, TaskSpec, classification_loss, mse_loss
+from mpcli.models.base import FamilySpec, StagedModel, TaskSpec, classification_loss, mse_loss
 
 
 class CustomModel(StagedModel):
@@ -59,3 +59,16 @@ def _submodule(module: nn.Module, path: str) -> nn.Module:
 def task(cfg: ModelConfig) -> TaskSpec:
     loss = classification_loss if cfg.loss == "cross_entropy" else mse_loss
     return TaskSpec(loss_fn=loss, tokens_per_sample=1, accuracy=cfg.loss == "cross_entropy")
+
+
+def _check(cfg: ModelConfig) -> None:
+    from mpcli.config.layout_checks import one_of
+
+    if not cfg._target_:
+        raise ConfigError("model._target_: required for model.family=custom (pkg.module.Class)")
+    if not cfg.blocks:
+        raise ConfigError("model.blocks: list the submodules that, chained, compute the forward")
+    one_of("model.loss", cfg.loss, ("cross_entropy", "mse"))
+
+
+SPEC = FamilySpec(name="custom", model=CustomModel, task=task, check=_check, user_code=True)

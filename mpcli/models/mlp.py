@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpcli.config.schema import ModelConfig
-from mpcli.models.base import StagedModel, TaskSpec, classification_loss
+from mpcli.models.base import FamilySpec, StagedModel, TaskSpec, check_sizes, classification_loss
 
 
 class MLPBlock(nn.Module):
@@ -60,3 +60,12 @@ class MLPNet(StagedModel):
 
 def task(cfg: ModelConfig) -> TaskSpec:
     return TaskSpec(loss_fn=classification_loss, tokens_per_sample=1, accuracy=True)
+
+
+def _tp_divisible(cfg: ModelConfig, sequence_parallel: bool) -> list[tuple[str, int]]:
+    return [("model.d_model", cfg.d_model)]
+
+
+SPEC = FamilySpec(
+    name="mlp", model=MLPNet, task=task, data=("synthetic",), check=check_sizes, tp_divisible=_tp_divisible
+)

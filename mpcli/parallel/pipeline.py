@@ -16,12 +16,13 @@ import torch
 from torch.distributed.pipelining import PipelineStage
 from torch.distributed.pipelining import schedules as torch_schedules
 
-from mpcli.config.schema import V_SCHEDULES, ModelConfig, ParallelConfig, TrainConfig
+from mpcli.config.schema import ModelConfig, ParallelConfig, TrainConfig
 from mpcli.config.validate import bf16_enabled, on_for_cuda
-from mpcli.models import build_model, materialize
+from mpcli.models import build_model, family_spec, materialize
 from mpcli.models.base import LossFn, StagedModel
 from mpcli.parallel.data import apply_dp
 from mpcli.parallel.partition import even_split
+from mpcli.parallel.schedules import schedule_spec
 from mpcli.parallel.speed import (
     apply_activation_checkpointing,
     compile_blocks,
@@ -31,28 +32,24 @@ from mpcli.parallel.speed import (
 from mpcli.parallel.tensor import apply_tp, enable_async_tp
 from mpcli.topology import Axis, ParallelDims
 
-SCHEDULE_CLASSES: dict[str, type[torch_schedules._PipelineSchedule]] = {
-    "gpipe": torch_schedules.ScheduleGPipe,
-    "1f1b": torch_schedules.Schedule1F1B,
-    "interleaved-1f1b": torch_schedules.ScheduleInterleaved1F1B,
-    "looped-bfs": torch_schedules.ScheduleLoopedBFS,
-    "interleaved-zero-bubble": torch_schedules.ScheduleInterleavedZeroBubble,
-    "zbv": torch_schedules.ScheduleZBVZeroBubble,
-    "dualpipev": torch_schedules.ScheduleDualPipeV,
-}
-
-
 # Newer torch lets a step skip keeping the last stage's outputs for a merged result that training
 # (and a loss-only evaluation) never reads (GPT-2: every microbatch's logits); older torch keeps them.
 _STEP_PARAMETERS = inspect.signature(torch_schedules.PipelineScheduleSingle.step).parameters
 OUTPUTS_ALWAYS_KEPT = "return_outputs" not in _STEP_PARAMETERS
 
 
-def compiles_loss(compiled: bool, parallel: ParallelConfig) -> bool:
+def loss_parallel_enabled(parallel: ParallelConfig, model: ModelConfig) -> bool:
+    """The one answer to "is the loss computed on vocabulary-sharded logits?": tp > 1, asked for, and a
+    family whose head is sharded over a vocabulary. The head's style, the trainer's loss_parallel
+    context, loss compilation and the planner all read it."""
+    return parallel.tp > 1 and parallel.loss_parallel and family_spec(model.family).tokens
+
+
+def compiles_loss(compiled: bool, parallel: ParallelConfig, model: ModelConfig) -> bool:
     """Whether the loss is compiled with the model (`compiled`: torch.compile is on). The upcast,
-    log-softmax and NLL then fuse, so GPT-2's float32 logits are never materialised. Under
-    loss_parallel (tp > 1) the logits are vocabulary-sharded DTensors: the loss stays eager."""
-    return compiled and not (parallel.tp > 1 and parallel.loss_parallel)
+    log-softmax and NLL then fuse, so float32 logits are never materialised. Under loss parallel the
+    logits are vocabulary-sharded DTensors: the loss stays eager."""
+    return compiled and not loss_parallel_enabled(parallel, model)
 
 
 def split_blocks(n_blocks: int, stages: int, split: list[int] | None = None) -> list[list[int]]:
@@ -70,10 +67,7 @@ def num_stages(parallel: ParallelConfig) -> int:
 
 def stage_ranks(parallel: ParallelConfig) -> list[int]:
     """Pipeline rank holding each stage: looped placement r, r + pp, ...; V-shaped r and 2pp - 1 - r."""
-    pp = parallel.pp
-    if parallel.schedule in V_SCHEDULES:
-        return [s if s < pp else 2 * pp - 1 - s for s in range(2 * pp)]
-    return [s % pp for s in range(num_stages(parallel))]
+    return schedule_spec(parallel.schedule).stage_ranks(parallel.pp, parallel.virtual_stages)
 
 
 @dataclass
@@ -136,7 +130,7 @@ def _build_stage(
             dims.mesh[Axis.TP],
             plan,
             sequence_parallel=parallel.sequence_parallel,
-            loss_parallel=parallel.loss_parallel,
+            loss_parallel=loss_parallel_enabled(parallel, model_cfg),
             compute_dtype=torch.bfloat16 if bf16 else None,
         )
         model.tie_weights()  # sharding replaced the tied parameter on one side
@@ -162,10 +156,10 @@ def build_pipeline(
     device: torch.device,
     loss_fn: LossFn,
 ) -> Pipeline:
+    spec = schedule_spec(parallel.schedule)
     total = num_stages(parallel)
     blocks = split_blocks(model_cfg.n_blocks, total, parallel.split)
-    pp_rank = dims.coordinate(Axis.PP)
-    mine = [s for s, rank in enumerate(stage_ranks(parallel)) if rank == pp_rank]
+    mine = spec.stages_of_rank(parallel.pp, parallel.virtual_stages, dims.coordinate(Axis.PP))
     pp_group = dims.mesh[Axis.PP].get_group()
     parts, stages = [], []
     for index in mine:
@@ -175,9 +169,8 @@ def build_pipeline(
         )  # fmt: skip
         parts.append(part)
         stages.append(PipelineStage(part, index, total, device, group=pp_group))
-    schedule_cls = SCHEDULE_CLASSES[parallel.schedule]
-    multi = issubclass(schedule_cls, torch_schedules.PipelineScheduleMulti)
-    if compiles_loss(on_for_cuda(train.compile, device.type), parallel):
+    if compiles_loss(on_for_cuda(train.compile, device.type), parallel, model_cfg):
         loss_fn = torch.compile(loss_fn)
-    schedule = schedule_cls(stages if multi else stages[0], parallel.microbatches, loss_fn=loss_fn)
-    return Pipeline(parts, mine, schedule, total, eval_needs_backward=parallel.schedule in V_SCHEDULES)
+    driven = stages if spec.multi_stage else stages[0]  # torch's single-stage classes take one stage
+    schedule = spec.torch_class(driven, parallel.microbatches, loss_fn=loss_fn)
+    return Pipeline(parts, mine, schedule, total, eval_needs_backward=spec.eval_needs_backward)

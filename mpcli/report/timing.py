@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mpcli.config.schema import RunConfig
+from mpcli.parallel.schedules import schedule_spec
 from mpcli.report.data import RankTimeline
 from mpcli.train.timeline import Interval
-
-# Schedules whose bubble has the textbook form (pp - 1) / (microbatches + pp - 1).
-TEXTBOOK_SCHEDULES = ("gpipe", "1f1b")
 
 
 @dataclass
@@ -68,8 +66,10 @@ def pipeline_step(timelines: list[RankTimeline]) -> PipelineStep | None:
 
 
 def textbook_bubble(run: RunConfig | None) -> float | None:
-    """(pp - 1) / (microbatches + pp - 1) for GPipe and 1F1B, the fraction a schedule leaves idle."""
-    if run is None or run.parallel.schedule not in TEXTBOOK_SCHEDULES:
+    """(pp - 1) / (microbatches + pp - 1) for GPipe and 1F1B, the fraction a schedule leaves idle; None
+    for schedules whose bubble has another form. An unknown schedule is a user error."""
+    if run is None:
         return None
-    pp, m = run.parallel.pp, run.parallel.microbatches
-    return (pp - 1) / (m + pp - 1)
+    p = run.parallel
+    spec = schedule_spec(p.schedule)
+    return spec.bubble(p.pp, p.virtual_stages, p.microbatches) if spec.has_textbook_bubble else None

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.stateful import Stateful
 
-from mpcli.checkpoint.state import Checkpointer
-from mpcli.config.schema import RunConfig
+from mpcli.checkpoint.parts import DataPosition, LRScheduleState, ModelState, OptimizerState, RngState
+from mpcli.checkpoint.state import DATA, LR_SCHEDULE, MODEL, OPTIM, RNG, Checkpointer
+from mpcli.checkpoint.store import Layout
+from mpcli.checkpoint.weights import load_weights
+from mpcli.config.schema import RunConfig, TrainConfig
 from mpcli.data.datasets import load_datasets
 from mpcli.data.sampler import GlobalSampler
 from mpcli.models import build_model
@@ -22,7 +26,10 @@ from mpcli.train.timeline import StepTimeline
 
 @dataclass
 class TrainResult:
+    # The mean loss of every step read on the host (see `reads_step`: with train.log_every=1, every
+    # step), in step order; `loss_steps` names their steps.
     losses: list[float] = field(default_factory=list)
+    loss_steps: list[int] = field(default_factory=list)
     evals: dict[int, EvalResult] = field(default_factory=dict)
 
 
@@ -39,6 +46,48 @@ def _samplers(run: RunConfig, dims: ParallelDims) -> tuple[GlobalSampler, Global
 def _due(done: int, every: int, steps: int) -> bool:
     """Every `every` steps and at the last step; `every=0` means never."""
     return every > 0 and (done % every == 0 or done == steps)
+
+
+def reads_step(done: int, train: TrainConfig) -> bool:
+    """Whether the step that makes `done` steps reduces its loss (and peak memory) over the ranks and
+    is read on the host: on logged steps, and on the last step (the run's result). Other steps hold
+    no collective but their own math and no host read. Evaluation, checkpoints and the timeline do
+    not use the training loss."""
+    return _due(done, train.log_every, train.steps) or done == train.steps
+
+
+def _checkpoint_state(run: RunConfig, trainer: Trainer, position: DataPosition) -> dict[str, Stateful]:
+    """The parts of this rank's training state that a checkpoint saves, by part name."""
+    model = ModelState(trainer.parts)
+    return {
+        MODEL: model,
+        OPTIM: OptimizerState(model, trainer.optimizer),
+        LR_SCHEDULE: LRScheduleState(trainer.lr_schedule),
+        RNG: RngState(dist.get_rank(), trainer.device, run.train.seed),
+        DATA: position,
+    }
+
+
+def checkpointing(
+    run: RunConfig, trainer: Trainer, sampler: GlobalSampler, *, run_dir: Path
+) -> tuple[Checkpointer, DataPosition]:
+    """The run's checkpointer and the data position that the loop advances."""
+    position = DataPosition(sampler, trainer.task.tokens_per_sample)
+    p = run.parallel
+    layout = Layout(p.pp, p.dp, trainer.dims.tp, p.schedule, p.virtual_stages, dist.get_world_size())
+    state = _checkpoint_state(run, trainer, position)
+    return Checkpointer(run, state, layout=layout, run_dir=run_dir), position
+
+
+def restore(run: RunConfig, trainer: Trainer, checkpointer: Checkpointer) -> int:
+    """Continue from a checkpoint, else start from `model.init_from`'s weights (when set); returns
+    the number of steps already done."""
+    step = checkpointer.restore()
+    if step is not None:
+        return step
+    if run.model.init_from:
+        load_weights(trainer.parts, run.model.init_from, run.model)
+    return 0
 
 
 class Reporter:
@@ -130,7 +179,7 @@ class _DeviceClock:
 class _Queued:
     done: int  # steps done once this one is
     lr: float
-    stats: StepStats
+    stats: StepStats | None  # None: a quiet step, nothing to read
     start: Mark  # before the step was queued
     end: Mark  # after it
 
@@ -138,7 +187,8 @@ class _Queued:
 class _StepReader:
     """Reads each queued step's results once the next step is queued (so the device never waits for
     the host between steps) and records them. A step's time runs from the end of the step before it
-    on the device's timeline, or from its own start after other work (evaluation, checkpoints)."""
+    on the device's timeline, or from its own start after other work (evaluation, checkpoints).
+    Quiet steps are never read: they only move the mark the next step's time starts from."""
 
     def __init__(self, run: RunConfig, reporter: Reporter, result: TrainResult, clock: _DeviceClock) -> None:
         self.run, self.reporter, self.result, self.clock = run, reporter, result, clock
@@ -152,17 +202,22 @@ class _StepReader:
             self._read(previous)
 
     def flush(self) -> None:
-        """Read the held step now (waits for it); the next step's time starts afresh."""
+        """Read the held step now (waits for it, unless it is quiet); the next step's time starts
+        afresh."""
         if self.queued is not None:
             self._read(self.queued)
             self.queued = None
         self.last_end = None
 
     def _read(self, step: _Queued) -> None:
-        loss, grad_norm, peak = step.stats.read()
-        step_time = self.clock.seconds(self.last_end if self.last_end is not None else step.start, step.end)
+        begin = self.last_end if self.last_end is not None else step.start
         self.last_end = step.end
+        if step.stats is None:
+            return
+        loss, grad_norm, peak = step.stats.read()
+        step_time = self.clock.seconds(begin, step.end)
         self.result.losses.append(loss)
+        self.result.loss_steps.append(step.done)
         if _due(step.done, self.run.train.log_every, self.run.train.steps):
             self.reporter.step(
                 step.done,
@@ -174,6 +229,14 @@ class _StepReader:
             )
 
 
+def _launch(trainer: Trainer, batch: tuple[torch.Tensor, torch.Tensor], *, read: bool) -> StepStats | None:
+    """Queue a step, with the reductions of its figures only when they will be read."""
+    if read:
+        return trainer.launch_step(*batch)
+    trainer.launch_quiet_step(*batch)
+    return None
+
+
 def train(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: Path) -> TrainResult:
     """Run `train.steps` steps; global rank 0 writes metrics.jsonl."""
     torch.manual_seed(run.train.seed)
@@ -183,14 +246,15 @@ def train(run: RunConfig, *, dims: ParallelDims, device: torch.device, run_dir: 
     result, steps = TrainResult(), run.train.steps
     stages = dict(zip(trainer.pipeline.stage_indices, trainer.parts, strict=True))
     timeline = StepTimeline(stages, run.train.timeline_steps, device=device, run_dir=run_dir)
-    checkpointer = Checkpointer(run, trainer, train_data, run_dir=run_dir)
+    checkpointer, position = checkpointing(run, trainer, train_data, run_dir=run_dir)
     clock = _DeviceClock(device)
     reader = _StepReader(run, reporter, result, clock)
-    for step in range(checkpointer.restore(), steps):
+    for step in range(restore(run, trainer, checkpointer), steps):
         done = step + 1
         timeline.begin(step)
         lr, start = trainer.lr_schedule.get_last_lr()[0], clock.mark()
-        stats = trainer.launch_step(*train_data.batch(step))
+        stats = _launch(trainer, train_data.batch(step), read=reads_step(done, run.train))
+        position.step = done
         reader.queue(_Queued(done, lr, stats, start, clock.mark()))
         timeline.end(step)
         idle = timeline.idle_fraction(step)  # recorded steps are the same on every rank

@@ -54,14 +54,44 @@ class MetricsWriter:
         self._file.close()
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Complete lines of a metrics file (a line being written is skipped)."""
-    if not path.exists():
-        return []
+def _parse(lines: list[str]) -> list[dict[str, Any]]:
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
     return records
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Complete lines of a metrics file (a line being written is skipped)."""
+    if not path.exists():
+        return []
+    return _parse(path.read_text(encoding="utf-8").splitlines())
+
+
+class MetricsTail:
+    """Follows a metrics file as it grows: each `poll()` returns the records completed since the
+    last one, reading only the bytes appended since (a whole re-read per poll would make following
+    a long run quadratic). A last line still without its newline is kept until the newline comes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0  # bytes of the file already read
+        self._partial = b""  # the unfinished last line read so far
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                if f.seek(0, 2) < self.offset:  # a new file under the same name: start over
+                    self.offset, self._partial = 0, b""
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        complete, newline, self._partial = (self._partial + data).rpartition(b"\n")
+        if not newline:
+            return []
+        return _parse(complete.decode("utf-8", errors="replace").splitlines())

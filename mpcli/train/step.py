@@ -15,7 +15,7 @@ from mpcli.config.schema import RunConfig
 from mpcli.config.validate import bf16_enabled
 from mpcli.data.sampler import GlobalSampler
 from mpcli.models import task_of
-from mpcli.parallel.pipeline import Pipeline, build_pipeline, stage_ranks
+from mpcli.parallel.pipeline import Pipeline, build_pipeline, loss_parallel_enabled, stage_ranks
 from mpcli.parallel.tensor import reduce_partial_grads
 from mpcli.topology import Axis, ParallelDims
 from mpcli.train.optim import build_lr_schedule, build_optimizer
@@ -65,7 +65,7 @@ class Trainer:
         # A group of the first and last pipeline rank exists only where the tied pair spans two ranks.
         self.tied_group = dims.pp_end_groups(last_stage_rank=stage_ranks(run.parallel)[-1])
         self.bf16 = bf16_enabled(run.train.precision, device.type)
-        self.loss_parallel = dims.tp > 1 and run.parallel.loss_parallel and run.model.family == "gpt2"
+        self.loss_parallel = loss_parallel_enabled(run.parallel, run.model)
 
     def _context(self) -> ExitStack:
         """bf16 autocast and loss_parallel, around forward *and* backward (the schedule does both)."""
@@ -150,8 +150,10 @@ class Trainer:
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         return peak
 
-    def launch_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepStats:
-        """Queue one optimizer step on this rank's batch; nothing here waits for the device."""
+    def _update(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Queue forward, backward and the optimizer update on this rank's batch: (this rank's
+        microbatch losses, the global grad norm), both still on the device. The collectives here are
+        the step's own math (gradients, the clip norm); none of them exists only to report."""
         self.optimizer.zero_grad(set_to_none=True)
         with self._context():
             losses, _ = self.pipeline.step(self._to_device(inputs), self._to_device(targets))
@@ -161,8 +163,19 @@ class Trainer:
         grad_norm = self._clip_grads()
         self.optimizer.step()
         self.lr_schedule.step()
-        summed = self._summed_over_ranks(self._sum_and_count([_local(loss) for loss in losses]))
+        return [_local(loss) for loss in losses], grad_norm
+
+    def launch_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepStats:
+        """Queue one optimizer step and the reductions of its loss (and peak memory) over the ranks;
+        nothing here waits for the device. Every rank must take the same steps this way."""
+        losses, grad_norm = self._update(inputs, targets)
+        summed = self._summed_over_ranks(self._sum_and_count(losses))
         return StepStats(summed, grad_norm, self._peak_memory())
+
+    def launch_quiet_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Queue one optimizer step whose figures nobody reads: no reduction beyond the step's math
+        and no host read, so the ranks never meet only to report."""
+        self._update(inputs, targets)
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
         """(loss, grad norm) of one optimizer step on this rank's batch, waiting for it."""

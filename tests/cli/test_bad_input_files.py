@@ -122,3 +122,9 @@ def test_a_token_file_that_does_not_fit_its_dtype(
     (tmp_path / "t.bin").write_bytes(tokens)
     args = ["conf=gpt2-pipeline", *TINY, "data=tokens", "data.path=t.bin"]
     assert f"data.path=t.bin: {fragment}" in one_error_line(args, launches, tmp_path)
+
+
+def test_brackets_in_a_message_are_text_not_markup(tmp_path: Path, launches: list[tuple[Any, ...]]) -> None:
+    """A path or value holding `[/...]` would close a rich markup tag and crash the error printer."""
+    line = one_error_line(["conf=team[/x].yaml"], launches, tmp_path)
+    assert "conf=team[/x].yaml: file not found" in line

@@ -18,10 +18,9 @@ import torch.distributed as dist
 from torch.distributed.checkpoint import FileSystemWriter
 from torch.distributed.tensor import DTensor
 
-from mpcli.checkpoint.state import Checkpointer
 from mpcli.config.schema import RunConfig
 from mpcli.topology import ParallelDims
-from mpcli.train.loop import TrainResult, _samplers, train
+from mpcli.train.loop import TrainResult, _samplers, checkpointing, restore, train
 from mpcli.train.step import Trainer
 
 CASES = "cases.json"
@@ -45,7 +44,8 @@ def _dump_initial_params(run: RunConfig, dims: ParallelDims, device: torch.devic
     without training."""
     trainer = Trainer(run, dims=dims, device=device)
     train_data, _ = _samplers(run, dims)
-    Checkpointer(run, trainer, train_data, run_dir=out).restore()
+    checkpointer, _ = checkpointing(run, trainer, train_data, run_dir=out)
+    restore(run, trainer, checkpointer)
     params = {
         name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu().clone()
         for part in trainer.parts

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 from torch.distributed.tensor import DTensor, Replicate
 
 from mpcli.config.schema import RunConfig
+from mpcli.parallel.schedules import SPECS
 from mpcli.parallel.speed import plain_name
 from mpcli.parallel.tensor import reduce_partial_grads
 from mpcli.topology import ParallelDims
@@ -28,6 +30,14 @@ FAMILY_OVERRIDES = {
     "gpt2": [],
     "mlp": ["model.family=mlp", "model.d_model=32", "model.in_features=16", "data.name=synthetic"],
     "cnn": ["model.family=cnn", "model.channels=8", "model.image_size=16", "data.name=shapes"],
+    # Grouped-query attention (2 query heads per key/value head) and an untied head.
+    "llama": [
+        "model.family=llama",
+        "model.n_head=4",
+        "model.n_kv_head=2",
+        "model.ffn_hidden=64",
+        "model.tie_embeddings=false",
+    ],  # fmt: skip
 }
 
 
@@ -61,13 +71,10 @@ def reference(family: str) -> Layout:
     return Layout(family=family)
 
 
-INTERLEAVED = ("interleaved-1f1b", "looped-bfs", "interleaved-zero-bubble", "zbv", "dualpipev")
 LAYOUTS: list[Layout] = [
     *(reference(f) for f in FAMILY_OVERRIDES),
-    # Every schedule at pp=2; the multi-stage ones with 2 stages per rank.
-    Layout(pp=2, schedule="gpipe"),
-    Layout(pp=2, schedule="1f1b"),
-    *(Layout(pp=2, schedule=s, virtual_stages=2) for s in INTERLEAVED),
+    # Every schedule of the table at pp=2, with its fewest stages per rank (2 for the multi-stage ones).
+    *(Layout(pp=2, schedule=name, virtual_stages=spec.virtual_stages[0]) for name, spec in SPECS.items()),
     # Tensor parallel, with and without sequence parallel and loss parallel.
     Layout(tp=2),
     Layout(tp=2, loss_parallel=False),
@@ -86,6 +93,12 @@ LAYOUTS: list[Layout] = [
     Layout(pp=2, dp=2, schedule="1f1b"),
     Layout(family="mlp", pp=2, tp=2, schedule="zbv", virtual_stages=2),
     Layout(pp=2, dp=2, tp=2, schedule="1f1b", sequence_parallel=True),
+    # Llama: a single- and a V-shaped schedule, tensor parallel with sequence parallel, FSDP2, 3-D.
+    Layout(family="llama", pp=2, schedule="1f1b"),
+    Layout(family="llama", pp=2, schedule="zbv", virtual_stages=2),
+    Layout(family="llama", tp=2, sequence_parallel=True),
+    Layout(family="llama", dp=2, schedule="1f1b"),
+    Layout(family="llama", pp=2, dp=2, tp=2, schedule="1f1b", sequence_parallel=True),
     # Activation checkpointing recomputes; results must not change.
     Layout(pp=2, schedule="1f1b", activation_checkpointing="full"),
     Layout(tp=2, sequence_parallel=True, activation_checkpointing="selective"),
@@ -105,7 +118,7 @@ def case_run(run: RunConfig, layout: Layout) -> RunConfig:
         key, value = override.split("=")
         section, field = key.split(".")
         node = getattr(base, section)
-        setattr(node, field, type(getattr(node, field))(value))
+        setattr(node, field, yaml.safe_load(value))  # as Hydra reads it: 8 -> int, false -> bool
     return replace(
         base,
         parallel=replace(

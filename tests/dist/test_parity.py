@@ -1,7 +1,7 @@
 """Every layout matches one process: per-step losses, eval loss/accuracy and final parameters.
 
 Covers every pipeline schedule, tensor parallel (with/without sequence and loss parallel), data
-parallel, their hybrids up to pp2 x dp2 x tp2, and the GPT-2, MLP and CNN families.
+parallel, their hybrids up to pp2 x dp2 x tp2, and the GPT-2, Llama, MLP and CNN families.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_layout_matches_one_process(results: dict[str, list[dict]], layout: Layo
     _check(results, layout)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "mlp", "cnn"])
+@pytest.mark.parametrize("family", ["gpt2", "mlp", "cnn", "llama"])
 def test_reference_learns(results: dict[str, list[dict]], family: str) -> None:
     """Guards against a vacuous parity: each reference run must really change its loss."""
     losses = results[reference(family).name][0]["losses"]

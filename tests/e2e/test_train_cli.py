@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,8 +127,9 @@ def test_two_nodes_over_loopback_match_one_node(tmp_path: Path, how: str) -> Non
 
 
 def test_worker_crash_reports_rank_error_and_log(tmp_path: Path) -> None:
-    """Token ids beyond the vocabulary stop the first batch inside the worker, not the launcher: the
-    error names the id and the key to change, and the rank's log holds the traceback."""
+    """Token ids beyond the vocabulary stop the first batch inside the workers, not the launcher: the
+    error names the rank that failed first (every rank reads the batch), the id and the key to change,
+    and that rank's log holds the traceback."""
     tokens = tmp_path / "tokens.bin"
     np.full(20_000, 60_000, dtype=np.uint16).tofile(tokens)
     run_dir, tmpdir = tmp_path / "run", tmp_path / "tmp"
@@ -138,10 +140,9 @@ def test_worker_crash_reports_rank_error_and_log(tmp_path: Path) -> None:
     assert done.returncode == 1
     error_lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1, done.stderr
-    log = run_dir / "logs" / "rank_0.log"
-    assert error_lines[0].startswith(
-        "error: rank 0 failed: ValueError: data: token id 60000 is >= model.vocab"
-    )
+    failed = re.match(r"error: rank (\d) failed: ValueError: data: token id 60000 is >= ", error_lines[0])
+    assert failed is not None, error_lines[0]
+    log = run_dir / "logs" / f"rank_{failed[1]}.log"
     assert str(log) in error_lines[0] and "Traceback" in log.read_text()
     assert list(tmpdir.iterdir()) == []  # no torch.multiprocessing error pickles left behind
 

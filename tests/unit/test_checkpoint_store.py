@@ -12,7 +12,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from mpcli.checkpoint import store
-from mpcli.checkpoint.state import restore_schedule
+from mpcli.checkpoint.parts import restore_schedule
 from mpcli.config.schema import TrainConfig
 from mpcli.config.validate import validate
 from mpcli.data.sampler import GlobalSampler, TokenWindows

@@ -1,4 +1,4 @@
-"""bench/one_rank.py on CPU: one tp2 rank under the fake process group, timed, profiled."""
+"""bench/one_rank.py (`run.py one-rank`) on CPU: a tp2 rank under the fake process group, timed, profiled."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch.distributed as dist
 from tests.conftest import TINY, bench_module
 
 
-def test_one_rank_times_and_profiles_a_tp2_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROFILE", str(tmp_path))
+def test_one_rank_times_and_profiles_a_tp2_rank(tmp_path: Path) -> None:
     one_rank = bench_module("one_rank")
+    overrides = [*TINY, "parallel=tensor", "train.microbatch_size=2"]
     try:
-        result = one_rank.measure([*TINY, "parallel=tensor", "train.microbatch_size=2"], steps=2, warmup=1)
+        result = one_rank.measure(overrides, steps=2, warmup=1, profile_dir=tmp_path)
     finally:
         dist.destroy_process_group()
     tokens = 2 * 16  # one microbatch of 2 sequences of 16 tokens, shared by the 2 tp ranks

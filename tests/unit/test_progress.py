@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mpcli.progress import RunProgress, describe, summary_table
+from mpcli.train.metrics import MetricsTail
 
 RECORDS = [
     {"step": 1, "loss": 5.5, "tokens_per_s": 1000.0, "mfu": 0.25, "max_mem_gb": 3.0},
@@ -47,3 +48,56 @@ def test_summary_reports_first_and_last_loss_and_eval(tmp_path: Path) -> None:
     Console(file=out, width=300).print(summary_table(RECORDS, tmp_path, elapsed_s=3.0))
     text = out.getvalue()
     assert "5.5000 → 4.2500" in text and "4.0000" in text and "62.5%" in text and str(tmp_path) in text
+
+
+def test_the_tail_returns_each_complete_record_once_as_the_file_grows(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(metrics)
+    assert tail.poll() == []  # no file yet
+    lines = [json.dumps(r).encode() + b"\n" for r in RECORDS]
+    with metrics.open("ab") as f:
+
+        def append(data: bytes) -> None:
+            f.write(data)
+            f.flush()
+
+        append(lines[0] + lines[1][:10])
+        assert tail.poll() == [RECORDS[0]]
+        assert tail.poll() == []  # the half-written line waits for its newline
+        append(lines[1][10:-1])
+        assert tail.poll() == []
+        append(b"\n")
+        assert tail.poll() == [RECORDS[1]]
+        append(lines[2])
+        assert tail.poll() == [RECORDS[2]]
+        assert tail.poll() == []
+    assert tail.offset == metrics.stat().st_size  # it read every byte once
+
+
+def test_the_tail_joins_a_character_split_between_polls(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(metrics)
+    line = json.dumps({"step": 1, "note": "µs"}, ensure_ascii=False).encode() + b"\n"
+    cut = line.index("µ".encode()) + 1  # inside the two bytes of µ
+    metrics.write_bytes(line[:cut])
+    assert tail.poll() == []
+    with metrics.open("ab") as f:
+        f.write(line[cut:])
+    assert tail.poll() == [{"step": 1, "note": "µs"}]
+
+
+def test_the_live_view_shows_each_new_record_once(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    out = io.StringIO()
+    view = RunProgress(metrics, total_steps=2, console=Console(file=out, width=120), plain=True)
+    text = "".join(json.dumps(r) + "\n" for r in RECORDS)
+    half = text.index("eval_loss")  # the eval record half written
+    metrics.write_text(text[:half])
+    view._update(final=False)
+    assert out.getvalue().count("step 1/2") == 1 and "eval loss" not in out.getvalue()
+    with metrics.open("a") as f:
+        f.write(text[half:])
+    view._update(final=False)
+    view._update(final=True)
+    assert out.getvalue().count("step 2: eval loss 4.0000, accuracy 62.5%") == 1
+    assert out.getvalue().count("step 1/2") == 1
