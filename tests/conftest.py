@@ -102,6 +102,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     seed = config.getoption("--shuffle")
     if seed is None:
         return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:  # shown under -q too, unlike the report header
+        reporter.write_line(f"shuffled order: --shuffle={seed}")
     rng = random.Random(seed)
     by_file: dict[Path, list[pytest.Item]] = {}
     for item in items:
