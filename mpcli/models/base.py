@@ -144,6 +144,18 @@ class LanguageModel(StagedModel):
         tied = name == "head.weight" and self.cfg.tie_embeddings
         return f"{self.embedding_name}.weight" if tied else name
 
+    def weight_std(self, name: str) -> float:
+        return 0.02
+
+    def matmul_params(self) -> int:
+        """Weights that multiply each token's activations (the embedding lookup excluded)."""
+        raise NotImplementedError
+
+    def flops_per_sample(self) -> float:
+        """6 N per token (N = `matmul_params`) + causal attention's 12 L d T, times T tokens."""
+        c = self.cfg
+        return (6 * self.matmul_params() + 12 * c.n_layer * c.d_model * c.seq_len) * c.seq_len
+
 
 @dataclass(frozen=True)
 class TaskSpec:

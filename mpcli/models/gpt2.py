@@ -119,14 +119,10 @@ class GPT2(LanguageModel):
             x = self.head(self.ln_f(x))  # (B, T, vocab)
         return x
 
-    def weight_std(self, name: str) -> float:
-        return 0.02
-
-    def flops_per_sample(self) -> float:
-        """6 N per token (N without position embeddings) + attention 12 L d T, times T tokens."""
+    def matmul_params(self) -> int:
+        """Blocks (biases and norms left out) and the head; position embeddings are a lookup."""
         c = self.cfg
-        n = 12 * c.n_layer * c.d_model**2 + c.vocab * c.d_model
-        return (6 * n + 12 * c.n_layer * c.d_model * c.seq_len) * c.seq_len
+        return 12 * c.n_layer * c.d_model**2 + c.vocab * c.d_model
 
     def tp_plan(self, sequence_parallel: bool) -> dict[str, str]:
         return dict(SP_PLAN if sequence_parallel else TP_PLAN)

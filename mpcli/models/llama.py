@@ -169,16 +169,12 @@ class Llama(LanguageModel):
             x = self.head(self.norm(x))  # (B, T, vocab)
         return x
 
-    def weight_std(self, name: str) -> float:
-        return 0.02
-
-    def flops_per_sample(self) -> float:
-        """6 N per token (N: every weight but the embedding lookup) + attention 12 L d T, times T."""
+    def matmul_params(self) -> int:
+        """Every linear weight: attention (q, o over all heads; k, v over the kv heads), SwiGLU, head."""
         c = self.cfg
         hd = c.d_model // c.n_head
         attn = c.d_model * hd * (2 * c.n_head + 2 * kv_heads(c))
-        n = c.n_layer * (attn + 3 * c.d_model * ffn_hidden(c)) + c.vocab * c.d_model
-        return (6 * n + 12 * c.n_layer * c.d_model * c.seq_len) * c.seq_len
+        return c.n_layer * (attn + 3 * c.d_model * ffn_hidden(c)) + c.vocab * c.d_model
 
     def tp_plan(self, sequence_parallel: bool) -> dict[str, str]:
         return dict(SP_PLAN if sequence_parallel else TP_PLAN)
