@@ -6,8 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.11' || echo 'torch==2.13.0')
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-# Without a GPU the demo trains GPT-2 tiny in two CPU pipeline stages (a few minutes on 2 cores).
-DEMO_ARGS ?= $(if $(HAS_GPU),,model=gpt2-tiny topology.device=cpu train.steps=300)
+GPUS := $(if $(HAS_GPU),$(shell nvidia-smi -L | wc -l),0)
+# Without a GPU the demo trains GPT-2 tiny in two CPU pipeline stages (a few minutes on 2 cores); on
+# one GPU, GPT-2 small in one stage.
+DEMO_ARGS ?= $(if $(HAS_GPU),$(if $(filter 1,$(GPUS)),parallel.pp=1),model=gpt2-tiny topology.device=cpu train.steps=300)
 
 .PHONY: demo test lint clean
 

@@ -5,6 +5,7 @@ Each failure is a `ConfigError` whose message names the key and the fix in one l
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mpcli.config import schema
@@ -55,9 +56,11 @@ def _check_topology(run: RunConfig, cuda_devices: int) -> None:
             "change the degrees or drop nproc_per_node"
         )
     if resolve_device(t.device, cuda_devices) == "cuda" and per_node > cuda_devices:
+        fits = nearest_fitting_layout(run, cuda_devices)
+        offer = f"the nearest layout that fits: {fits}" if fits else "lower parallel.pp/dp/tp"
         raise ConfigError(
             f"parallel: pp x dp x tp = {world} needs {per_node} GPUs per node but {cuda_devices} are "
-            "visible; lower parallel.pp/dp/tp or use topology.device=cpu"
+            f"visible; {offer} (or topology.device=cpu)"
         )
     if not 0 <= t.node_rank < t.nnodes:
         raise ConfigError(f"topology.node_rank={t.node_rank}: must be in [0, nnodes={t.nnodes})")
@@ -74,6 +77,33 @@ def _check_topology(run: RunConfig, cuda_devices: int) -> None:
                 f"topology.numa_binding={t.numa_binding}: pins workers to the CPUs near their GPU, but this "
                 "run uses no GPU; drop it (topology.numa_binding=null)"
             )
+
+
+def nearest_fitting_layout(run: RunConfig, cuda_devices: int) -> str | None:
+    """The overrides of the layout closest to `run`'s that fits `cuda_devices` GPUs a node and passes the
+    layout checks: the most GPUs used, then the largest tp (its memory saving), then the largest pp."""
+    p, nodes = run.parallel, run.topology.nnodes
+    candidates = sorted(
+        (
+            (pp * dp * tp, tp, pp, dp)
+            for pp in range(1, p.pp + 1)
+            for dp in range(1, p.dp + 1)
+            for tp in range(1, p.tp + 1)
+            if (pp * dp * tp) % nodes == 0 and pp * dp * tp // nodes <= cuda_devices
+        ),
+        reverse=True,
+    )
+    for _, tp, pp, dp in candidates:
+        layout = replace(p, pp=pp, dp=dp, tp=tp, split=None)
+        if pp == 1:
+            layout = replace(layout, virtual_stages=1, schedule="1f1b")
+        try:
+            check_parallel(replace(run, parallel=layout))
+        except ConfigError:
+            continue
+        changed = {key: getattr(layout, key) for key in ("pp", "dp", "tp", "virtual_stages", "schedule")}
+        return " ".join(f"parallel.{k}={v}" for k, v in changed.items() if v != getattr(p, k))
+    return None
 
 
 def _check_async_tp(run: RunConfig, cuda_devices: int) -> None:

@@ -121,6 +121,7 @@ def test_train_too_few_gpus(monkeypatch: pytest.MonkeyPatch, launches: list[tupl
     lines = error_lines(result.stderr)
     assert len(lines) == 1
     assert "needs 2 GPUs per node but 1 are visible" in lines[0]
+    assert "the nearest layout that fits: parallel.pp=1 (or topology.device=cpu)" in lines[0]
     assert launches == []
 
 

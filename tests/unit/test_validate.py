@@ -217,3 +217,21 @@ def test_tokens_file_too_short_for_a_window(tmp_path: Path) -> None:
     np.arange(1000, dtype=np.uint16).tofile(tokens)  # 50 held-out tokens < seq_len 128
     with pytest.raises(ConfigError, match=r"data.path=.*too few tokens.*model.seq_len=128"):
         load(["data=tokens", f"data.path={tokens}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "gpus", "offer"),
+    [
+        (["parallel=hybrid"], 2, "parallel.pp=1"),  # tensor parallel kept: it is what saves memory
+        (["parallel=hybrid"], 1, "parallel.pp=1 parallel.tp=1"),
+        (["parallel=3d"], 4, "parallel.dp=1"),
+        (["parallel.schedule=zbv", "parallel.virtual_stages=2"], 1,
+         "parallel.pp=1 parallel.virtual_stages=1 parallel.schedule=1f1b"),
+    ],
+)  # fmt: skip
+def test_too_few_gpus_offers_the_nearest_layout_that_fits(
+    overrides: list[str], gpus: int, offer: str
+) -> None:
+    expected = f"the nearest layout that fits: {offer} \\(or topology.device=cpu\\)"
+    with pytest.raises(ConfigError, match=expected):
+        validate(compose("gpt2-pipeline", [*overrides, "topology.device=auto"]), cuda_devices=gpus)
