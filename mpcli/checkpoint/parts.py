@@ -35,6 +35,7 @@ from mpcli.models.base import StagedModel
 FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
 
 StateDict = dict[str, Any]
+Entries = list[tuple[str, str, bool]]  # (layout-free key, name in the live state dict, original?)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
         dst.copy_(src)
 
 
-def _first_per_key(entries: list[tuple[str, str, bool]], values: StateDict) -> StateDict:
+def _first_per_key(entries: Entries, values: StateDict) -> StateDict:
     """{key: value} of (key, local name, original) entries, originals first where both are here."""
     targets: StateDict = {}
     for key, name, _ in sorted(entries, key=lambda entry: not entry[2]):
@@ -59,7 +60,33 @@ def _first_per_key(entries: list[tuple[str, str, bool]], values: StateDict) -> S
     return targets
 
 
-class ModelState:
+class _KeyedState:
+    """A part whose live state dict is saved under layout-free keys: only originals are saved, and a
+    tied copy loads its original's value. Subclasses say how to get and set the live state dict."""
+
+    def _entries(self) -> tuple[StateDict, Entries]:
+        raise NotImplementedError
+
+    def _set(self, live: StateDict) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> StateDict:
+        live, entries = self._entries()
+        return {key: live[name] for key, name, original in entries if original}
+
+    def load_targets(self) -> StateDict:
+        live, entries = self._entries()
+        return _first_per_key(entries, live)
+
+    def load_state_dict(self, state: StateDict) -> None:
+        live, entries = self._entries()
+        for key, name, _ in entries:
+            if key in state:
+                _copy(live[name], state[key])
+        self._set(live)
+
+
+class ModelState(_KeyedState):
     """This rank's pipeline stages as one part, keyed by the full model's parameter names."""
 
     def __init__(self, parts: Sequence[StagedModel]) -> None:
@@ -73,35 +100,23 @@ class ModelState:
         key = self.parts[int(index)].init_key(name)
         return key, key == name
 
-    def _entries(self) -> tuple[StateDict, list[tuple[str, str, bool]]]:
+    def _entries(self) -> tuple[StateDict, Entries]:
         """(this rank's state dict, its (key, local name, original) entries)."""
         local = get_model_state_dict(self.stages)
         return local, [(key, fqn, original) for fqn in local for key, original in [self.key(fqn)]]
 
-    def state_dict(self) -> StateDict:
-        local, entries = self._entries()
-        return {key: local[fqn] for key, fqn, original in entries if original}
-
-    def load_targets(self) -> StateDict:
-        local, entries = self._entries()
-        return _first_per_key(entries, local)
-
-    def load_state_dict(self, state: StateDict) -> None:
-        local, entries = self._entries()
-        for key, fqn, _ in entries:
-            if key in state:
-                _copy(local[fqn], state[key])
-        set_model_state_dict(self.stages, local)
+    def _set(self, live: StateDict) -> None:
+        set_model_state_dict(self.stages, live)
 
 
-class OptimizerState:
+class OptimizerState(_KeyedState):
     """The optimizer's per-parameter state (`<parameter>.<state>`, flattened). Hyperparameters are
     not saved: they come from the config, the learning rate from the LR schedule's own part."""
 
     def __init__(self, model: ModelState, optimizer: torch.optim.Optimizer) -> None:
         self.model, self.optimizer = model, optimizer
 
-    def _entries(self) -> tuple[StateDict, list[tuple[str, str, bool]]]:
+    def _entries(self) -> tuple[StateDict, Entries]:
         """(the flattened optimizer state dict, its (key, flat name, original) entries)."""
         flat = get_optimizer_state_dict(self.model.stages, self.optimizer, options=FLAT)
         entries = []
@@ -112,20 +127,8 @@ class OptimizerState:
                 entries.append((f"{key}.{state}", name, original))
         return flat, entries
 
-    def state_dict(self) -> StateDict:
-        flat, entries = self._entries()
-        return {key: flat[name] for key, name, original in entries if original}
-
-    def load_targets(self) -> StateDict:
-        flat, entries = self._entries()
-        return _first_per_key(entries, flat)
-
-    def load_state_dict(self, state: StateDict) -> None:
-        flat, entries = self._entries()
-        for key, name, _ in entries:
-            if key in state:
-                _copy(flat[name], state[key])
-        set_optimizer_state_dict(self.model.stages, self.optimizer, flat, options=FLAT)
+    def _set(self, live: StateDict) -> None:
+        set_optimizer_state_dict(self.model.stages, self.optimizer, live, options=FLAT)
 
 
 def restore_schedule(schedule: LambdaLR, step: int) -> None:

@@ -117,6 +117,11 @@ class LanguageModel(StagedModel):
 
     embedding_name = "wte"  # the attribute holding the token embedding
     head: nn.Linear | None
+    # The family's tensor-parallel plans (module pattern -> style): without, then with sequence parallel.
+    plans: tuple[dict[str, str], dict[str, str]] = ({}, {})
+
+    def tp_plan(self, sequence_parallel: bool) -> dict[str, str]:
+        return dict(self.plans[sequence_parallel])
 
     def _embedding(self) -> nn.Embedding | None:
         return getattr(self, self.embedding_name)
@@ -155,6 +160,11 @@ class LanguageModel(StagedModel):
         """6 N per token (N = `matmul_params`) + causal attention's 12 L d T, times T tokens."""
         c = self.cfg
         return (6 * self.matmul_params() + 12 * c.n_layer * c.d_model * c.seq_len) * c.seq_len
+
+
+def language_task(cfg: ModelConfig) -> TaskSpec:
+    """Next-token prediction: cross entropy over the vocabulary, seq_len tokens a sample."""
+    return TaskSpec(loss_fn=classification_loss, tokens_per_sample=cfg.seq_len, accuracy=False)
 
 
 @dataclass(frozen=True)

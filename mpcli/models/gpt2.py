@@ -14,11 +14,10 @@ from mpcli.models.base import (
     FamilySpec,
     HFAdapter,
     LanguageModel,
-    TaskSpec,
     Transform,
     check_sizes,
-    classification_loss,
     keep,
+    language_task,
     pad_rows,
 )
 
@@ -98,6 +97,7 @@ class GPT2(LanguageModel):
     first_parts = ("wte", "wpe")
     last_parts = ("ln_f", "head")
     residual_projections = ("attn.proj.weight", "mlp.proj.weight")
+    plans = (TP_PLAN, SP_PLAN)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
@@ -123,13 +123,6 @@ class GPT2(LanguageModel):
         """Blocks (biases and norms left out) and the head; position embeddings are a lookup."""
         c = self.cfg
         return 12 * c.n_layer * c.d_model**2 + c.vocab * c.d_model
-
-    def tp_plan(self, sequence_parallel: bool) -> dict[str, str]:
-        return dict(SP_PLAN if sequence_parallel else TP_PLAN)
-
-
-def task(cfg: ModelConfig) -> TaskSpec:
-    return TaskSpec(loss_fn=classification_loss, tokens_per_sample=cfg.seq_len, accuracy=False)
 
 
 def _check(cfg: ModelConfig) -> None:
@@ -231,7 +224,7 @@ def _hf_config(cfg: ModelConfig) -> dict[str, object]:
 SPEC = FamilySpec(
     name="gpt2",
     model=GPT2,
-    task=task,
+    task=language_task,
     data=("bytes-corpus", "tokens"),
     tokens=True,
     ties_embeddings=True,

@@ -21,11 +21,10 @@ from mpcli.models.base import (
     FamilySpec,
     HFAdapter,
     LanguageModel,
-    TaskSpec,
     Transform,
     check_sizes,
-    classification_loss,
     keep,
+    language_task,
     pad_rows,
 )
 
@@ -151,6 +150,7 @@ class Llama(LanguageModel):
     first_parts = ("embed",)
     last_parts = ("norm", "head")
     residual_projections = ("attn.o.weight", "mlp.down.weight")
+    plans = (TP_PLAN, SP_PLAN)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
@@ -175,13 +175,6 @@ class Llama(LanguageModel):
         hd = c.d_model // c.n_head
         attn = c.d_model * hd * (2 * c.n_head + 2 * kv_heads(c))
         return c.n_layer * (attn + 3 * c.d_model * ffn_hidden(c)) + c.vocab * c.d_model
-
-    def tp_plan(self, sequence_parallel: bool) -> dict[str, str]:
-        return dict(SP_PLAN if sequence_parallel else TP_PLAN)
-
-
-def task(cfg: ModelConfig) -> TaskSpec:
-    return TaskSpec(loss_fn=classification_loss, tokens_per_sample=cfg.seq_len, accuracy=False)
 
 
 def _check(cfg: ModelConfig) -> None:
@@ -282,7 +275,7 @@ def _hf_config(cfg: ModelConfig) -> dict[str, object]:
 SPEC = FamilySpec(
     name="llama",
     model=Llama,
-    task=task,
+    task=language_task,
     data=("bytes-corpus", "tokens"),
     tokens=True,
     ties_embeddings=True,
